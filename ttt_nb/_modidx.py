@@ -11,4 +11,10 @@ d = { 'settings': { 'branch': 'main',
                              'ttt_nb.core.hardware_info': ('core.html#hardware_info', 'ttt_nb/core.py'),
                              'ttt_nb.core.seed_everything': ('core.html#seed_everything', 'ttt_nb/core.py'),
                              'ttt_nb.core.sha256_of': ('core.html#sha256_of', 'ttt_nb/core.py'),
-                             'ttt_nb.core.write_json_atomic': ('core.html#write_json_atomic', 'ttt_nb/core.py')}}}
+                             'ttt_nb.core.write_json_atomic': ('core.html#write_json_atomic', 'ttt_nb/core.py')},
+            'ttt_nb.ops.dispatch': { 'ttt_nb.ops.dispatch._op': ('ops.dispatch.html#_op', 'ttt_nb/ops/dispatch.py'),
+                                     'ttt_nb.ops.dispatch._triton_available': ( 'ops.dispatch.html#_triton_available',
+                                                                                'ttt_nb/ops/dispatch.py'),
+                                     'ttt_nb.ops.dispatch.resolve_impl': ('ops.dispatch.html#resolve_impl', 'ttt_nb/ops/dispatch.py'),
+                                     'ttt_nb.ops.dispatch.ttt_linear': ('ops.dispatch.html#ttt_linear', 'ttt_nb/ops/dispatch.py'),
+                                     'ttt_nb.ops.dispatch.ttt_mlp': ('ops.dispatch.html#ttt_mlp', 'ttt_nb/ops/dispatch.py')}}}
