@@ -1,0 +1,99 @@
+"""Triton TTT kernels against the PyTorch reference (ttt_nb.ops.ttt_ref is the specification).
+
+On CPU the kernels run in Triton's interpreter. The interpreter is chosen when `triton` is first imported
+(TRITON_INTERPRET=1), so the whole CPU grid runs once in a child process (tests/_kernel_check.py) and
+nothing leaks into this process or into other test modules of the same pytest-xdist worker; each case is
+then one test here. On a GPU the same checks run in this process at real sizes (marked `gpu`).
+"""
+import json, os, subprocess, sys, warnings
+from pathlib import Path
+import pytest, torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _kernel_check import CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASE, kind_of, errors, split_errors
+
+@pytest.fixture(scope='module')
+def interpreted():
+    "Every CPU case's errors, computed once by the kernels in Triton's interpreter in a child process."
+    env = dict(os.environ, TRITON_INTERPRET='1', TTT_NB_IMPL='')
+    p = subprocess.run([sys.executable, str(HERE / '_kernel_check.py'), 'cpu'], env=env, cwd=HERE.parent,
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0: pytest.fail(f"kernel check process failed:\n{p.stderr[-4000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+def check(errs:dict, tol:dict):
+    bad = {k: f"{e:.2e} > {tol[kind_of(k)]:.0e}" for k, e in errs.items() if not e <= tol[kind_of(k)]}
+    assert not bad, f"relative RMS errors above tolerance: {bad}"
+
+@pytest.mark.parametrize('case', CPU_CASES, ids=lambda c: c.id)
+def test_linear_matches_reference_interpreted(interpreted, case):
+    "Outputs, final state and the gradient of every input, each within its tolerance."
+    errs = interpreted[case.id]
+    want = {'out', 'W1', 'b1', 'gW1', 'gb1', 'dXQ', 'dXK', 'dXV', 'dlr', 'dtoken_idx', 'dln_w', 'dln_b', 'dW1_0', 'db1_0'}
+    if case.offset: want |= {'dgW1_0', 'dgb1_0'}
+    assert want <= set(errs), f"missing: {want - set(errs)}"
+    check(errs, TOL[case.dtype])
+
+def test_linear_split_continues_state_interpreted(interpreted):
+    "A sequence fed as 1 + 5 + 14 + 17 tokens (decode steps and partial mini-batches) equals one call."
+    assert max(interpreted['split'].values()) < 1e-5, interpreted['split']
+
+def test_interpreter_does_not_leak():
+    "The interpreter was chosen in the child process only."
+    assert os.environ.get('TRITON_INTERPRET', '0') in ('', '0')
+
+def test_supports_and_fallback():
+    "The dispatch runs the reference where the kernels do not reach (float64, TTT-MLP), without importing CUDA."
+    from ttt_nb.ops import ttt_triton, ttt_ref, dispatch
+    args = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=4, b=4)  # float64
+    assert 'float64' in ttt_triton.supports(args[0], args[4])
+    assert ttt_triton.supports(args[0].float(), args[4]) is None
+    assert 'ttt_mlp' in ttt_triton.supports(args[0].float(), args[4], kind='mlp')
+    assert 'head dim' in ttt_triton.supports(torch.zeros(1, 1, 2, 256), args[4])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        out = dispatch.ttt_linear(*args, impl='triton')[0]
+        torch.testing.assert_close(out, ttt_ref.ttt_linear(*args)[0])
+        margs = ttt_ref.random_inputs('mlp', B=1, H=1, T=3, d=4, b=4, dtype=torch.float32)
+        torch.testing.assert_close(dispatch.ttt_mlp(*margs, impl='triton')[0], ttt_ref.ttt_mlp(*margs)[0])
+
+def test_validation():
+    from ttt_nb.ops import ttt_triton, ttt_ref
+    XQ, XK, XV, lr, ti, lnw, lnb, params = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=16, b=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match='offset'): ttt_triton.ttt_linear(XQ, XK, XV, lr, ti, lnw, lnb, params, None, 4)
+    with pytest.raises(ValueError, match='lr'): ttt_triton.ttt_linear(XQ, XK, XV, lr[..., :2], ti, lnw, lnb, params)
+    with pytest.raises(ValueError, match='does not cover'): ttt_triton.ttt_linear(*(t.double() for t in (XQ, XK, XV, lr)),
+                                                                                 ti, lnw, lnb, params)
+
+# ---- GPU: the same checks at real sizes, bf16 and fp32, and a whole model ----
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('case', GPU_CASES, ids=lambda c: c.id)
+def test_linear_matches_reference_gpu(case):
+    check(errors(case, 'cuda'), GPU_TOL[case.dtype])
+
+@pytest.mark.gpu
+def test_linear_split_continues_state_gpu():
+    assert max(split_errors(SPLIT_CASE, device='cuda').values()) < 1e-5
+
+@pytest.mark.gpu
+def test_model_125m_loss_and_grads_match_reference(monkeypatch):
+    "A 125m TTT model's loss and every parameter gradient are the same through the kernel and the reference."
+    model = pytest.importorskip('ttt_nb.model')
+    torch.manual_seed(0)
+    cfg = model.TTTConfig.from_preset('125m', ttt_impl='auto')
+    m = model.TTTForCausalLM(cfg).cuda()
+    ids = torch.randint(0, cfg.vocab_size, (2, 203), device='cuda')   # odd length: a trailing partial mini-batch
+    res = {}
+    for impl in ('torch', 'triton'):
+        monkeypatch.setenv('TTT_NB_IMPL', impl)
+        m.zero_grad(set_to_none=True)
+        loss = m(ids, labels=ids, return_state=False).loss
+        loss.backward()
+        res[impl] = (loss.item(), {n: p.grad.detach().clone() for n, p in m.named_parameters() if p.grad is not None})
+    (lr_, gr), (lt, gt) = res['torch'], res['triton']
+    assert abs(lt - lr_) <= 1e-5 * abs(lr_), (lt, lr_)
+    assert gr.keys() == gt.keys()
+    bad = {n: e for n in gr if (e := ((gt[n] - gr[n]).norm() / gr[n].norm().clamp_min(1e-30)).item()) > 1e-3}
+    assert not bad, bad
