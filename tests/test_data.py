@@ -134,6 +134,29 @@ def test_pack_stream_is_documents_with_eos():
         assert bool(b['reset'][0]) == bool(b['doc_start'][0, 0])
     assert s.stats['tokens_dropped'] == 0
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=20), W=st.integers(1, 12), B=st.integers(1, 3),
+       world=st.integers(1, 2), rank=st.integers(0, 1))
+def test_pack_invariants(lengths, W, B, world, rank):
+    rank = rank % world
+    data = toy(lengths)
+    if sum(n > 0 for n in lengths) < B * world:
+        with pytest.raises(ValueError): TokenStream(data, B, W, 'pack', world_size=world)
+        return
+    s = TokenStream(data, B, W, 'pack', seed=11, rank=rank, world_size=world)
+    bs = take(s, 15)
+    for i in range(B):
+        flat = torch.cat([b['input_ids'][i] for b in bs] + [bs[-1]['labels'][i, -1:]]).numpy()
+        starts = torch.cat([b['doc_start'][i] for b in bs]).numpy()
+        expect, exp_starts, e = [], [], 0
+        while len(expect) <= len(flat):
+            for d in s.assignment(e)[rank * B + i]:
+                expect += list(data.doc(int(d))) + [BT.eos_id]; exp_starts += [True] + [False] * lengths[d]
+            e += 1
+        assert np.array_equal(flat, np.array(expect[:len(flat)]))      # the row is its documents + EOS, in order
+        assert np.array_equal(starts, np.array(exp_starts[:len(starts)]))
+        assert all(bool(b['reset'][i]) == bool(b['doc_start'][i, 0]) for b in bs)
+
 def test_stream_errors():
     data = toy([5, 9, 3])
     with pytest.raises(ValueError, match=r'W=20 is too long.*longest document has 9'): TokenStream(data, 1, 20)
