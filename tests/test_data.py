@@ -241,6 +241,9 @@ def test_wikitext2_local(shared_dir):
                     keep_linebreaks=True)
     assert h.docs == v.docs
     with pytest.raises(FileNotFoundError, match='wiki.train.raw'): load_corpus(str(wt), 'train')
+    with pytest.raises(ValueError, match="'validation' split"): load_corpus(str(wt / 'wiki.valid.raw'), 'train')
+    assert load_corpus(str(wt / 'wiki.valid.raw'), 'validation').docs == v.docs
+    assert len(load_corpus(str(wt), 'all')) == 120  # the splits that are there
 
 def test_local_text_pieces(shared_dir):
     wp = shared_dir / 'data' / 'warandpeace' / 'input.txt'
