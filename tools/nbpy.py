@@ -3,6 +3,7 @@
 
     python tools/nbpy.py to-nb draft.py nbs/06_model.ipynb     # `# %%` code cells, `# %% [markdown]` prose
     python tools/nbpy.py to-py nbs/06_model.ipynb draft.py     # the other way, for editing
+    python tools/nbpy.py to-md nbs/index.ipynb README.md       # README from the index notebook (no Quarto needed)
 
 A code cell whose first line is `# %% tags=["parameters"]` gets that papermill tag. Outputs are dropped:
 notebooks in nbs/ are committed clean (nbdev_clean). The notebook stays the source of truth.
@@ -54,6 +55,20 @@ def to_py(src, dst):
         else: parts.append(f'# %%{t}\n' + s)
     Path(dst).write_text('\n\n'.join(parts) + '\n')
 
+def to_md(src, dst):
+    "Markdown cells as they are, code cells as python blocks; `#|` directives and hidden cells dropped."
+    nb = json.loads(Path(src).read_text())
+    parts = ['<!-- generated from nbs/index.ipynb by tools/nbpy.py to-md: edit the notebook, not this file -->']
+    for c in nb['cells']:
+        s = ''.join(c['source']).strip()
+        if c['cell_type'] == 'markdown': parts.append(s); continue
+        lines = s.splitlines()
+        if any(l.strip() in ('#| hide', '#|hide') for l in lines): continue
+        code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
+        if code: parts.append('```python\n' + code + '\n```')
+    Path(dst).write_text('\n\n'.join(parts) + '\n')
+
 if __name__ == '__main__':
-    if len(sys.argv) != 4 or sys.argv[1] not in ('to-nb', 'to-py'): sys.exit(__doc__)
-    (to_nb if sys.argv[1] == 'to-nb' else to_py)(sys.argv[2], sys.argv[3])
+    cmds = {'to-nb': to_nb, 'to-py': to_py, 'to-md': to_md}
+    if len(sys.argv) != 4 or sys.argv[1] not in cmds: sys.exit(__doc__)
+    cmds[sys.argv[1]](sys.argv[2], sys.argv[3])
