@@ -41,7 +41,7 @@ GPU_CASES = [Case(2, 300, 4, 64, 16), Case(2, 300, 4, 64, 16, dtype='bf16'), Cas
 TOL = {'fp32': dict(out=1e-5, state=1e-5, grad=1e-4),
        'fp16': dict(out=2e-3, state=1e-4, grad=5e-3),
        'bf16': dict(out=1e-2, state=1e-3, grad=3e-2)}
-GPU_TOL = {'fp32': dict(out=1e-5, state=1e-5, grad=1e-4),   # fp32 inputs: ieee fp32 dots
+GPU_TOL = {'fp32': dict(out=5e-5, state=5e-5, grad=5e-4),   # fp32 inputs: tf32x3 dots
            'fp16': dict(out=5e-3, state=5e-3, grad=2e-2),   # fp16/bf16 inputs: tf32 dots, fp32 state
            'bf16': dict(out=2e-2, state=1e-2, grad=5e-2)}
 OUTS = ('out', 'W1', 'b1', 'gW1', 'gb1')
@@ -110,6 +110,26 @@ def split_errors(c:Case, pieces=(1, 5, 14), device='cpu') -> dict:
                 b1=rel_rms(params[1], whole[1][1]), gW1=rel_rms(grads[0], whole[2][0]) if whole[2][0].abs().max() > 0 else grads[0].abs().max().item())
 
 SPLIT_CASE = Case(1, 37, 2, 16, 16)
+
+SMEM_LIMIT = 232448   # bytes of shared memory one block may use on sm_90 (H100/H200)
+
+def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dict:
+    "Compile a kernel for sm_90 without a GPU (ptxas ships with triton): its shared memory and launch options."
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from ttt_nb.ops import ttt_triton as K
+    fn = getattr(K, f"_linear_{kernel}_kernel")
+    BD, BT = K._blocks(D, b)
+    consts = dict(D=D, BD=BD, MB=b, BT=BT, HAS_G=has_g, EPS=1e-6, PREC=K._prec(DTYPES[dtype]))
+    if kernel == 'fwd': consts['SAVE'] = True
+    dt = dict(fp32='fp32', fp16='fp16', bf16='bf16')[dtype]
+    rows = {'XQ', 'XK', 'XV', 'OUT', 'DOUT', 'DXQ', 'DXK', 'DXV', 'LR', 'LNW', 'LNB'}
+    sig = {n: 'constexpr' if n in consts else 'i32' if n in ('T', 'T0', 'offset', 'NC', 'H') else '*' + (dt if n in rows else 'fp32')
+           for n in fn.arg_names}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+    k = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=K._warps(D), num_stages=K._STAGES))
+    return dict(shared=k.metadata.shared, num_warps=k.metadata.num_warps)
 
 def main(device='cpu'):
     cases = CPU_CASES if device == 'cpu' else GPU_CASES

@@ -11,7 +11,7 @@ import pytest, torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _kernel_check import CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASE, kind_of, errors, split_errors
+from _kernel_check import CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASE, SMEM_LIMIT, kind_of, errors, split_errors, compile_sm90
 
 @pytest.fixture(scope='module')
 def interpreted():
@@ -65,6 +65,15 @@ def test_validation():
     with pytest.raises(ValueError, match='lr'): ttt_triton.ttt_linear(XQ, XK, XV, lr[..., :2], ti, lnw, lnb, params)
     with pytest.raises(ValueError, match='does not cover'): ttt_triton.ttt_linear(*(t.double() for t in (XQ, XK, XV, lr)),
                                                                                  ti, lnw, lnb, params)
+
+@pytest.mark.parametrize('kernel,dtype,D', [('fwd', 'bf16', 64), ('bwd', 'bf16', 64), ('bwd', 'fp32', 128)])
+def test_compiles_for_sm90(kernel, dtype, D):
+    "The compiled path (which the interpreter does not exercise) builds for an H100 and fits its shared memory."
+    try: md = compile_sm90(kernel, dtype, D)
+    except (RuntimeError, FileNotFoundError) as e:  # a triton build without the CUDA toolchain
+        if 'ptxas' in str(e) or 'backend' in str(e).lower(): pytest.skip(f"cannot compile for sm_90 here: {e}")
+        raise
+    assert md['shared'] <= SMEM_LIMIT, md
 
 # ---- GPU: the same checks at real sizes, bf16 and fp32, and a whole model ----
 
