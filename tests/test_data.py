@@ -263,6 +263,24 @@ def test_local_text_pieces(shared_dir):
     tr, va, te = (load_corpus(str(wp), s, chunk_chars=100_000) for s in ('train', 'validation', 'test'))
     assert tr.docs + va.docs + te.docs == allc.docs and len(va) >= 1 and len(te) >= 1
 
+def test_registered_books(shared_dir, monkeypatch):
+    data = shared_dir / 'data'
+    if not (data / 'warandpeace').is_dir() or not (data / 'tinyshakespeare').is_dir(): pytest.skip('books not in ../shared/data')
+    monkeypatch.setenv('TTT_NB_DATA', str(data))
+    wp = {s: load_corpus('war-and-peace', s) for s in ('train', 'validation', 'test')}
+    assert [len(c) for c in wp.values()] == [28, 2, 2] and wp['test'].name == 'war-and-peace'
+    assert load_corpus(f"{data / 'warandpeace' / 'input.txt'}?chunk_chars=100000", 'test').docs == wp['test'].docs
+    ts = load_corpus('tiny-shakespeare?chunk_chars=20000', 'validation')
+    assert len(ts) >= 1 and all(len(d) >= 20000 for d in ts.docs[:-1])
+    monkeypatch.delenv('TTT_NB_DATA')
+    with pytest.raises(FileNotFoundError, match='TTT_NB_DATA'): load_corpus('war-and-peace')
+    assert len(load_corpus('war-and-peace', 'validation', path=data / 'warandpeace')) == 2
+
+def test_options_in_name():
+    c = load_corpus('synthetic-recall?n_docs=2&min_gap=30&max_gap=30&seed=4', 'test')
+    assert len(c) == 2 and c.meta['options']['seed'] == 4
+    with pytest.raises(ValueError, match='key=value'): load_corpus('synthetic-recall?n_docs', 'test')
+
 def test_text_folder(tmp_path):
     for i in range(40): (tmp_path / f'd{i}.txt').write_text(f'doc {i}\n' * 3)
     (tmp_path / '.hidden').write_text('no')

@@ -13,10 +13,11 @@ from .core import sha256_of
 
 # %% auto #0
 __all__ = ['SPLITS', 'CORPORA', 'norm_split', 'Corpus', 'hash_split', 'stdlib_corpus', 'split_wikitext', 'text_corpus',
-           'hf_corpus', 'synthetic_recall_corpus', 'register_corpus', 'load_corpus', 'ByteTokenizer', 'HFTokenizer',
-           'default_cache_dir', 'hf_tokenizer', 'gpt2_tokenizer', 'train_bpe', 'load_tokenizer', 'ByteLevelHFTokenizer',
-           'as_hf_tokenizer', 'TokenizedCorpus', 'tokenize', 'load_tokenized_dir', 'load_tokenized', 'corpus_stats',
-           'stats_caption', 'TokenStream', 'heldout_documents', 'recall_targets']
+           'hf_corpus', 'synthetic_recall_corpus', 'register_corpus', 'war_and_peace_corpus', 'tiny_shakespeare_corpus',
+           'load_corpus', 'ByteTokenizer', 'HFTokenizer', 'default_cache_dir', 'hf_tokenizer', 'gpt2_tokenizer',
+           'train_bpe', 'load_tokenizer', 'ByteLevelHFTokenizer', 'as_hf_tokenizer', 'TokenizedCorpus', 'tokenize',
+           'load_tokenized_dir', 'load_tokenized', 'corpus_stats', 'stats_caption', 'TokenStream', 'heldout_documents',
+           'recall_targets']
 
 # %% ../nbs/08_data.ipynb #34158dd1
 SPLITS = ('train', 'validation', 'test')
@@ -55,7 +56,7 @@ class Corpus:
     def __repr__(self):
         return f"Corpus({self.name!r}, split={self.split!r}, docs={len(self)}, chars={sum(map(len, self.docs))}, hash={self.hash[:12]})"
 
-# %% ../nbs/08_data.ipynb #4d1affa2
+# %% ../nbs/08_data.ipynb #9b84aece
 def hash_split(key:str,                        # e.g. a file's relative path
                fractions=(0.9, 0.05, 0.05),    # train, validation, test
               ) -> str:
@@ -64,8 +65,11 @@ def hash_split(key:str,                        # e.g. a file's relative path
     return 'train' if u < fractions[0] else 'validation' if u < fractions[0] + fractions[1] else 'test'
 
 def _position_split(n:int, split:str, fractions=(0.9, 0.05, 0.05)) -> slice:
-    "Contiguous slice of n pieces for a split: train first, then validation, then test."
-    b1, b2 = round(n * fractions[0]), round(n * (fractions[0] + fractions[1]))
+    "Contiguous slice of n pieces for a split: train first, then validation, then test (each at least one when n >= 3)."
+    if n < 3: b1 = b2 = n
+    else:
+        nv, nt = (max(1, round(n * f)) if f > 0 else 0 for f in fractions[1:])
+        b1, b2 = n - nv - nt, n - nt
     return {'train': slice(0, b1), 'validation': slice(b1, b2), 'test': slice(b2, n), 'all': slice(0, n)}[split]
 
 def _select(docs, ids, split, keys=None, fractions=(0.9, 0.05, 0.05)):
@@ -246,7 +250,7 @@ def synthetic_recall_corpus(split:str='train',  # each split has its own documen
     opts = dict(n_docs=n_docs, n_pairs=n_pairs, min_gap=min_gap, max_gap=max_gap, key_len=key_len, value_len=value_len, seed=seed)
     return Corpus('synthetic-recall', split, docs, None, dict(options=opts, targets=targets, value_len=value_len))
 
-# %% ../nbs/08_data.ipynb #2ea973eb
+# %% ../nbs/08_data.ipynb #6e778e5d
 CORPORA = {}  # name -> loader(split=..., **kw) -> Corpus
 
 def register_corpus(name:str): # the name `load_corpus` will know it by
@@ -267,13 +271,44 @@ def _wikitext(config):
 register_corpus('wikitext-2')(_wikitext('wikitext-2-raw-v1'))
 register_corpus('wikitext-103')(_wikitext('wikitext-103-raw-v1'))
 
+def _data_file(folder, file, path, name):
+    "A file of a corpus kept outside the package: `path`, else `$TTT_NB_DATA/<folder>/<file>`."
+    if path is None:
+        if not os.environ.get('TTT_NB_DATA'): raise FileNotFoundError(f"corpus {name!r} needs its text: pass path=... or set TTT_NB_DATA to a folder holding {folder}/{file}")
+        path = Path(os.environ['TTT_NB_DATA']) / folder / file
+    path = Path(path).expanduser()
+    if path.is_dir(): path = path / file
+    if not path.exists(): raise FileNotFoundError(f"corpus {name!r}: file not found: {path}")
+    return path
+
+@register_corpus('war-and-peace')
+def war_and_peace_corpus(split='train', path=None, chunk_chars:int=100_000, **kw):
+    "Tolstoy's War and Peace (char-rnn's text) in contiguous pieces of about `chunk_chars` characters."
+    return text_corpus(_data_file('warandpeace', 'input.txt', path, 'war-and-peace'), split, chunk_chars=chunk_chars, name='war-and-peace', **kw)
+
+@register_corpus('tiny-shakespeare')
+def tiny_shakespeare_corpus(split='train', path=None, chunk_chars:int=50_000, **kw):
+    "char-rnn's tiny-shakespeare in contiguous pieces of about `chunk_chars` characters."
+    return text_corpus(_data_file('tinyshakespeare', 'input.txt', path, 'tiny-shakespeare'), split, chunk_chars=chunk_chars, name='tiny-shakespeare', **kw)
+
 def _looks_like_path(name): return name.startswith(('/', '.', '~')) or os.sep in name or Path(name).exists()
 
-def load_corpus(name:str,          # a registered name, 'hf:<name>[:<config>]' or a local file/folder
+def _parse_options(q:str) -> dict:
+    "`a=1&b=x` -> {'a': 1, 'b': 'x'} (JSON values where they parse: numbers, true/false, null)."
+    out = {}
+    for part in filter(None, q.split('&')):
+        k, eq, v = part.partition('=')
+        if not eq: raise ValueError(f"corpus option {part!r} is not key=value")
+        try: out[k] = json.loads(v)
+        except ValueError: out[k] = v
+    return out
+
+def load_corpus(name:str,          # a registered name, 'hf:<name>[:<config>]' or a local file/folder; '?k=v&...' adds options
                 split:str='train', # 'train' | 'validation' | 'test' | 'all'
                 **kw,              # options of the loader (e.g. path=, n_docs=, chunk_chars=)
                ) -> Corpus:
     "Load a corpus split by name; raises on unknown names, missing paths and empty results."
+    if '?' in name: name, q = name.split('?', 1); kw = {**_parse_options(q), **kw}
     if name in CORPORA: c = CORPORA[name](split=split, **kw)
     elif name.startswith('hf:'):
         hub, _, config = name[3:].partition(':')
