@@ -82,7 +82,7 @@ def test_state_passing_is_the_only_difference(tmp_path):
 def test_learned_initial_state_gets_gradient(tmp_path):
     "After one optimizer step from the initial state the learned initial weights W1 moved (they are not frozen)."
     for sp in (True, False):
-        tr = build(cfg_(tmp_path / str(sp), steps=1, state_passing=sp))
+        tr = build(cfg_(tmp_path / str(sp), steps=1, warmup_steps=0, state_passing=sp))
         w1 = tr.model.W1.detach().clone()
         tr.fit()
         assert not torch.equal(w1, tr.model.W1.detach())

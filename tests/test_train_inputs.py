@@ -1,0 +1,48 @@
+"Bad input to the trainer: clear errors that name the problem (empty corpus, W longer than every document, missing tokenizer)."
+import sys
+from pathlib import Path
+import pytest
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_standin import StandinLM
+from ttt_nb.train import TrainConfig, Trainer
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('TTT_NB_CACHE', str(tmp_path / 'cache'))
+
+
+def cfg_(tmp_path, **kw):
+    d = dict(steps=2, warmup_steps=1, seq_len=16, batch_size=2, out_dir=str(tmp_path / 'run'), progress=False, run_eval=False, wandb='disabled',
+             split='all', heldout_split='all')
+    d.update(kw); return TrainConfig(**d)
+
+
+def test_empty_corpus(tmp_path, cache):
+    f = tmp_path / 'empty.txt'; f.write_text('')
+    with pytest.raises(ValueError, match=r'empty'):
+        Trainer(cfg_(tmp_path, corpus=str(f)), model=StandinLM(257))
+
+
+def test_window_longer_than_every_document(tmp_path, cache):
+    d = tmp_path / 'docs'; d.mkdir()
+    for i in range(6): (d / f'{i}.txt').write_text(f'short document {i}\n' * 3)
+    with pytest.raises(ValueError, match=r'W=128 is too long for every document'):
+        Trainer(cfg_(tmp_path, corpus=str(d), seq_len=128), model=StandinLM(257))
+
+
+def test_missing_tokenizer_folder(tmp_path, cache):
+    with pytest.raises(FileNotFoundError, match=r'tokenizer folder not found: .*no-such-tokenizer'):
+        Trainer(cfg_(tmp_path, tokenizer=str(tmp_path / 'no-such-tokenizer')), model=StandinLM(257))
+
+
+def test_missing_corpus_and_pretrained(tmp_path, cache):
+    with pytest.raises(FileNotFoundError, match=r'corpus path does not exist'):
+        Trainer(cfg_(tmp_path, corpus=str(tmp_path / 'nothing-here')), model=StandinLM(257))
+    with pytest.raises(FileNotFoundError, match=r'init_from: no checkpoint at'):
+        Trainer(cfg_(tmp_path, corpus='python-stdlib', split='train', heldout_split='validation', init_from=str(tmp_path / 'nope')))
+
+
+def test_window_not_multiple_of_mini_batch(tmp_path):
+    with pytest.raises(ValueError, match=r'seq_len=18 must be a multiple of the TTT mini_batch_size=4'):
+        Trainer(cfg_(tmp_path, corpus='python-stdlib', split='train', heldout_split='validation', seq_len=18), model=StandinLM(257))
