@@ -145,7 +145,7 @@ def test_atomic_checkpoint_leftover_is_ignored(tmp_path):
 
 def test_resume_requires_same_config(tmp_path):
     "Resuming with another window or batch is an error naming the difference; a fresh run never overwrites checkpoints."
-    cfg = cfg_(tmp_path, steps=2); build(cfg).fit()
+    cfg = cfg_(tmp_path, steps=2, warmup_steps=1); build(cfg).fit()
     with pytest.raises(ValueError, match=r'another configuration.*seq_len: checkpoint 8 vs this run 16'):
         build(cfg_(tmp_path, steps=4, seq_len=16)).fit(resume=True)
     with pytest.raises(FileExistsError, match='already holds checkpoints'):
