@@ -24,18 +24,15 @@ __all__ = ['RMSNorm', 'SwiGluMLP', 'causal_conv', 'PreConv', 'rope_cos_sin', 'ap
            'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel', 'TTTModel', 'TTTForCausalLM',
            'load_official_state_dict']
 
-# %% ../nbs/06_model.ipynb #75cad293
+# %% ../nbs/06_model.ipynb #d99335f0
 class RMSNorm(nn.Module):
-    "RMSNorm whose values are normalized in float32 and scaled in the input dtype (the official behaviour)."
+    "RMSNorm that normalizes in float32 and scales in the input dtype (the official behaviour)."
     def __init__(self, hidden_size:int, eps:float=1e-6):
         super().__init__()
         self.weight, self.variance_epsilon = nn.Parameter(torch.ones(hidden_size)), eps
     def forward(self, x:Tensor) -> Tensor:
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        if x.dtype == torch.float64:  # official float32 values, exact float64 gradient (straight through)
-            e = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-            return self.weight * (h.detach().to(x.dtype) + (e - e.detach()))
         return self.weight * h.to(x.dtype)
 
 class SwiGluMLP(nn.Module):
