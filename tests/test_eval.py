@@ -116,7 +116,7 @@ def test_zero_inner_lr_state_is_constant():
 
 # --- "done when" 1: a tiny TTT trained briefly on synthetic-recall uses context beyond W
 
-def _train_recall_ttt(W=32, steps=50, B=12, L=128, seed=0):
+def _train_recall_ttt(W=32, steps=40, B=8, L=128, seed=0):
     "Tiny TTT trained like the project trains: segments of W with the state passed (detached) along each document."
     from ttt_nb.data import synthetic_recall_corpus, ByteTokenizer
     tok, kw = ByteTokenizer(), dict(n_pairs=4, min_gap=48, max_gap=96, key_len=2, value_len=2)
@@ -144,7 +144,7 @@ def test_trained_ttt_full_context_beats_sw_beyond_W(tmp_path):
     W = 32
     m, te = _train_recall_ttt(W)
     s = evaluate_run(m, te, W, tmp_path, stride=8, truncation=False, min_docs=5, n_boot=500, figures=True,
-                     meta=dict(data=dict(corpus='synthetic-recall', split='test'), training=dict(step=50, seeds=[0], converged=False)))
+                     meta=dict(data=dict(corpus='synthetic-recall', split='test'), training=dict(step=40, seeds=[0], converged=False)))
     lin = s['bins']['linear']; d = lin['diff']['full-sw_strided']
     assert d['mean'][0] == 0 and not d['excludes_zero'][0]          # positions < W: identical by definition
     beyond = [k for k in range(1, len(d['mean'])) if lin['docs'][k] >= 5]
