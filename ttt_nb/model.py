@@ -343,7 +343,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
                 state:TTTState|None=None,          # continue from this state; None = the learned initial state
                 return_state:bool=False,           # return `out.state`, the state after the last token
                 labels:Tensor|None=None,           # [B,T]: loss = CE(logits[:, :-1], labels[:, 1:]), -100 ignored
-                attention_mask:Tensor|None=None,   # only all-ones masks (no padding) are supported
+                attention_mask:Tensor|None=None,   # [B,T] or [B,past+T]; zeros = left padding (rows run by length)
                 inputs_embeds:Tensor|None=None,    # [B,T,C] instead of input_ids
                 use_cache:bool|None=None,          # generate(): True also returns the state
                 output_hidden_states:bool=False,   # also return every block's output
@@ -352,9 +352,10 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         "Logits [B,T,V] (float32, float64 for a float64 model), `.state` and `.loss`."
         unknown = set(kwargs) - set(_GEN_KWARGS)
         if unknown: raise TypeError(f"TTTForCausalLM.forward got unexpected arguments {sorted(unknown)}")
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("attention_mask has zeros: padding is not supported by the TTT model; pass unpadded rows "
-                             "(equal lengths) or run rows separately")
+        x = input_ids if input_ids is not None else inputs_embeds
+        padded = attention_mask is not None and isinstance(x, Tensor) and x.dim() >= 2 and not bool(attention_mask[:, -x.shape[1]:].all())
+        if padded or isinstance(state, TTTRowGroups):
+            return self._forward_left_padded(input_ids, state, attention_mask, return_state or bool(use_cache), labels, inputs_embeds)
         out = self.model(input_ids, state=state, return_state=return_state or bool(use_cache), inputs_embeds=inputs_embeds,
                          output_hidden_states=output_hidden_states)
         logits = self.lm_head(out.last_hidden_state)
@@ -384,7 +385,69 @@ AutoConfig.register(TTTConfig.model_type, TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
 
-# %% ../nbs/06_model.ipynb #1e25af43
+# %% ../nbs/06_model.ipynb #3677b5e1
+class TTTRowGroups:
+    "State of a left-padded batch: rows of the same mini-batch phase share one `TTTState` (a `generate()` cache)."
+    is_croppable = False
+    def __init__(self, groups:list): # [(rows LongTensor [n], TTTState of those n rows)]
+        self.groups = groups
+    @property
+    def batch_size(self) -> int: return sum(len(r) for r, _ in self.groups)
+    def row(self, i:int) -> TTTState:
+        "The state of row `i` alone."
+        for r, s in self.groups:
+            hit = (r == i).nonzero()
+            if len(hit): return s.select(hit[0])
+        raise IndexError(f"row {i} out of range for batch size {self.batch_size}")
+    def __repr__(self): return f"TTTRowGroups(batch_size={self.batch_size}, phases={[s.offset for _, s in self.groups]})"
+
+def _cat_states(states:list) -> TTTState:
+    "One state from states of equal offset, rows stacked in order (`seqlen`: the longest)."
+    s0, cat = states[0], lambda ts: torch.cat(list(ts), 0)
+    params = [tuple(map(cat, zip(*(s.params[l] for s in states)))) for l in range(s0.num_layers)]
+    grads = [tuple(map(cat, zip(*(s.grads[l] for s in states)))) for l in range(s0.num_layers)]
+    conv = [{k: cat(s.conv[l][k] for s in states) for k in s0.conv[l]} for l in range(s0.num_layers)]
+    return TTTState(params, grads, conv, s0.offset, max(s.seqlen for s in states), s0.spec, s0.init)
+
+def _forward_left_padded(self, input_ids, state, attention_mask, return_state, labels, inputs_embeds):
+    "Rows of different lengths: run them unpadded, by length, and keep one state per mini-batch phase."
+    if inputs_embeds is not None or labels is not None:
+        raise ValueError("padding (zeros in attention_mask) works with input_ids for generation only, not with inputs_embeds "
+                         "or labels: pass unpadded rows of equal length")
+    B, T = input_ids.shape
+    logits, groups = None, []
+    def run(rows, ids, st):                       # rows [n] of the batch, ids [n,t] their real tokens
+        nonlocal logits
+        out = self.model(ids, state=st, return_state=True)
+        lg = self.lm_head(out.last_hidden_state)
+        lg = lg if lg.dtype == torch.float64 else lg.float()
+        if logits is None: logits = lg.new_zeros(B, T, lg.shape[-1])  # pad positions keep zero logits
+        logits[rows, T - ids.shape[1]:] = lg
+        return out.state
+    if state is None:
+        if attention_mask is None or attention_mask.shape[0] != B:
+            raise ValueError(f"attention_mask must be [B,T] with B={B} rows")
+        m = attention_mask[:, -T:].bool()                                  # [B,T]
+        n = m.sum(1)                                                       # [B] real tokens per row
+        if not bool((m == (torch.arange(T, device=m.device) >= T - n[:, None])).all()):
+            raise ValueError("attention_mask is not left padding (zeros then ones in every row): the TTT model supports "
+                             "left padding only; use tokenizer.padding_side = 'left'")
+        if bool((n == 0).any()): raise ValueError(f"rows {(n == 0).nonzero()[:, 0].tolist()} hold only padding: drop them")
+        phase = {}
+        for L in sorted(set(n.tolist())):
+            rows = (n == L).nonzero()[:, 0]
+            phase.setdefault(L % self.config.mini_batch_size, []).append((rows, run(rows, input_ids[rows, T - L:], None)))
+        groups = [(torch.cat([r for r, _ in ps]), _cat_states([s for _, s in ps])) for ps in phase.values()]
+    else:
+        if state.batch_size != B: raise ValueError(f"the state holds {state.batch_size} rows but the input has {B}")
+        if attention_mask is not None and not bool(attention_mask[:, -T:].all()):
+            raise ValueError("padding is only supported in the first call (the prompt): new tokens after it must be unmasked")
+        groups = [(rows, run(rows, input_ids[rows], s)) for rows, s in state.groups]
+    return TTTCausalLMOutput(logits=logits, state=TTTRowGroups(groups) if return_state else None)
+
+TTTForCausalLM._forward_left_padded = _forward_left_padded
+
+# %% ../nbs/06_model.ipynb #88be67a9
 def load_official_state_dict(model:TTTForCausalLM, # a model built from the matching config
                              sd:dict,              # official key -> tensor (`model.layers.N.seq_modeling_block.W1`, ...)
                             ) -> TTTForCausalLM:
