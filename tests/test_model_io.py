@@ -1,0 +1,132 @@
+"Model I/O: save/load (safetensors), Auto classes, presets, state files, bad input, generate()."
+import pytest, torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from ttt_nb.config import TTTConfig, PRESETS
+from ttt_nb.model import TTTForCausalLM, TTTModel
+from ttt_nb.state import TTTState
+
+V = 40
+CASES = [(k, bb) for k in ('linear', 'mlp') for bb in ('transformer', 'mamba')]
+cid = [f'{k}-{b}' for k, b in CASES]
+
+def cfg(kind='linear', backbone='mamba', **kw):
+    base = dict(hidden_size=32, num_attention_heads=2, intermediate_size=48, num_hidden_layers=2, mini_batch_size=4,
+                vocab_size=V, bos_token_id=None, eos_token_id=None)
+    base.update(kw)
+    return TTTConfig.from_preset('tiny', backbone=backbone, ttt_layer_type=kind, **base)
+
+def model(kind='linear', backbone='mamba', seed=0, **kw):
+    torch.manual_seed(seed)
+    return TTTForCausalLM(cfg(kind, backbone, **kw)).eval()
+
+@pytest.mark.parametrize('kind,backbone', CASES, ids=cid)
+def test_save_load_round_trip(tmp_path, kind, backbone):
+    m = model(kind, backbone)
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / 'model.safetensors').exists() and not (tmp_path / 'pytorch_model.bin').exists()
+    m2 = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(m2) is TTTForCausalLM and m2.config.to_dict()['ttt_layer_type'] == kind
+    assert m2.lm_head.weight.data_ptr() == m2.model.embed_tokens.weight.data_ptr()   # still tied
+    for (n, p), (n2, p2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert n == n2 and torch.equal(p, p2), n
+    ids = torch.randint(0, V, (2, 9))
+    with torch.no_grad(): torch.testing.assert_close(m2(ids).logits, m(ids).logits, rtol=0, atol=0)
+
+def test_untied_embeddings_round_trip(tmp_path):
+    m = model(tie_word_embeddings=False)
+    with torch.no_grad(): m.lm_head.weight.add_(1.0)
+    m.save_pretrained(tmp_path)
+    m2 = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert m2.lm_head.weight.data_ptr() != m2.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(m2.lm_head.weight, m.lm_head.weight)
+
+def test_auto_classes():
+    c = cfg()
+    assert type(AutoConfig.for_model('ttt_nb')) is TTTConfig
+    assert type(AutoModelForCausalLM.from_config(c)) is TTTForCausalLM
+    assert type(AutoModel.from_config(c)) is TTTModel
+
+def test_presets():
+    for name, size in PRESETS.items():
+        c = TTTConfig.from_preset(name)
+        assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads) == (size['hidden_size'], size['num_hidden_layers'], size['num_attention_heads'])
+    assert TTTConfig.from_preset('760m').head_dim == 96
+    c = TTTConfig.from_preset('125m', backbone='mamba', ttt_layer_type='mlp')
+    assert (c.pre_conv, c.share_qk, c.use_gate, c.intermediate_size) == (True, True, True, 2048)
+    m = TTTForCausalLM(TTTConfig.from_preset('tiny', vocab_size=256))
+    n = sum(p.numel() for p in m.parameters())
+    assert n < 2_000_000, n                                         # tiny trains on a laptop CPU
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(num_attention_heads=5), 'not divisible by num_attention_heads'),
+    (dict(mini_batch_size=0), 'mini_batch_size must be'),
+    (dict(mini_batch_size=2.5), 'mini_batch_size must be'),
+    (dict(kind='rnn'), 'unknown ttt_layer_type'),
+    (dict(ttt_impl='cuda'), 'unknown ttt_impl'),
+    (dict(hidden_size=0), 'hidden_size must be a positive int'),
+    (dict(num_attention_heads=32, hidden_size=32), 'must be even'),
+    (dict(pre_conv='yes'), 'pre_conv must be a bool'),
+])
+def test_config_errors(kw, msg):
+    with pytest.raises(ValueError, match=msg): cfg(**kw)
+
+def test_bad_input_errors():
+    m = model()
+    ids = torch.randint(0, V, (2, 6))
+    for bad, msg in [(torch.tensor([1, 2, 3]), 'add a batch dim'), (torch.tensor([[1, V]]), r'vocabulary is \[0, 40\)'),
+                     (torch.tensor([[-1, 2]]), 'token ids in'), (ids.float(), 'integer token ids'),
+                     (torch.zeros(2, 0, dtype=torch.long), 'at least one')]:
+        with pytest.raises(ValueError, match=msg): m(bad)
+    with pytest.raises(ValueError, match='labels must have the shape'): m(ids, labels=ids[:, :3])
+    with pytest.raises(ValueError, match='holds 3 rows'): m(ids, state=m.init_state(3))
+    with pytest.raises(ValueError, match='another model configuration'): m(ids, state=model('mlp').init_state(2))
+    with pytest.raises(ValueError, match='must be a TTTState'): m(ids, state={'W1': 0})
+    with pytest.raises(ValueError, match='state.to'): m(ids, state=m.init_state(2).to(dtype=torch.float64))
+    with pytest.raises(ValueError, match='padding is not supported'): m(ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1, 1]] * 2))
+    with pytest.raises(ValueError, match='exactly one of'): m()
+    with pytest.raises(TypeError, match='unexpected arguments'): m(ids, cache_params=None)
+
+def test_state_file_round_trip(tmp_path):
+    m = model('mlp', 'mamba').double()
+    ids = torch.randint(0, V, (2, 11))
+    with torch.no_grad():
+        full = m(ids).logits
+        s = m(ids[:, :7], return_state=True).state
+        s.save(tmp_path / 's.safetensors')
+        s2 = TTTState.load(tmp_path / 's.safetensors', model=m)
+        got = m(ids[:, 7:], state=s2).logits
+    torch.testing.assert_close(got, full[:, 7:], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match='another model configuration'): TTTState.load(tmp_path / 's.safetensors', model=model('linear'))
+
+def test_logits_dtype():
+    m = model()
+    ids = torch.randint(0, V, (1, 5))
+    assert m(ids).logits.dtype == torch.float32
+    assert m.to(torch.bfloat16)(ids).logits.dtype == torch.float32
+    s = m(ids, return_state=True).state
+    assert s.dtype == torch.float32 and s.conv[0]['pre_conv'].dtype == torch.bfloat16
+    assert m.double()(ids).logits.dtype == torch.float64
+
+@pytest.mark.parametrize('kind,backbone', CASES, ids=cid)
+def test_greedy_generate_equals_argmax_of_full_forward(kind, backbone):
+    m = model(kind, backbone, seed=1)
+    prompt = torch.randint(0, V, (2, 5))
+    with torch.no_grad():
+        gen = m.generate(prompt, max_new_tokens=9, do_sample=False)
+        ref = prompt
+        for _ in range(9): ref = torch.cat([ref, m(ref).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        assert torch.equal(gen, ref)
+        assert torch.equal(m.generate(prompt, max_new_tokens=9, do_sample=False, use_cache=False), ref)
+
+def test_sampling_and_generate_from_a_state():
+    m = model('mlp', 'mamba')
+    prompt = torch.randint(0, V, (2, 6))
+    with torch.no_grad():
+        torch.manual_seed(0); a = m.generate(prompt, max_new_tokens=5, do_sample=True, top_k=0)
+        torch.manual_seed(0); b = m.generate(prompt, max_new_tokens=5, do_sample=True, top_k=0)
+        assert a.shape == (2, 11) and torch.equal(a, b) and int(a.max()) < V
+        # a state that has read the first 4 tokens continues with the rest as the prompt
+        s = m(prompt[:, :4], return_state=True).state
+        g1 = m.generate(prompt[:, 4:], state=s, max_new_tokens=4, do_sample=False)
+        g2 = m.generate(prompt, max_new_tokens=4, do_sample=False)
+    assert torch.equal(g1[:, -4:], g2[:, -4:])
