@@ -82,7 +82,6 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match='another model configuration'): m(ids, state=model('mlp').init_state(2))
     with pytest.raises(ValueError, match='must be a TTTState'): m(ids, state={'W1': 0})
     with pytest.raises(ValueError, match='state.to'): m(ids, state=m.init_state(2).to(dtype=torch.float64))
-    with pytest.raises(ValueError, match='padding is not supported'): m(ids, attention_mask=torch.tensor([[0, 1, 1, 1, 1, 1]] * 2))
     with pytest.raises(ValueError, match='exactly one of'): m()
     with pytest.raises(TypeError, match='unexpected arguments'): m(ids, cache_params=None)
 
