@@ -27,11 +27,13 @@ def check(errs:dict, tol:dict):
     assert not bad, f"relative RMS errors above tolerance: {bad}"
 
 @pytest.mark.parametrize('case', CPU_CASES, ids=lambda c: c.id)
-def test_linear_matches_reference_interpreted(interpreted, case):
+def test_matches_reference_interpreted(interpreted, case):
     "Outputs, final state and the gradient of every input, each within its tolerance."
     errs = interpreted[case.id]
-    want = {'out', 'W1', 'b1', 'gW1', 'gb1', 'dXQ', 'dXK', 'dXV', 'dlr', 'dtoken_idx', 'dln_w', 'dln_b', 'dW1_0', 'db1_0'}
-    if case.offset: want |= {'dgW1_0', 'dgb1_0'}
+    if case.kind == 'mlp': want = {'out', 'W1', 'b1', 'W2', 'b2', 'gW1', 'gb1', 'gW2', 'gb2'}  # forward kernel only
+    else:
+        want = {'out', 'W1', 'b1', 'gW1', 'gb1', 'dXQ', 'dXK', 'dXV', 'dlr', 'dtoken_idx', 'dln_w', 'dln_b', 'dW1_0', 'db1_0'}
+        if case.offset: want |= {'dgW1_0', 'dgb1_0'}
     assert want <= set(errs), f"missing: {want - set(errs)}"
     check(errs, TOL[case.dtype])
 
@@ -44,18 +46,19 @@ def test_interpreter_does_not_leak():
     assert os.environ.get('TRITON_INTERPRET', '0') in ('', '0')
 
 def test_supports_and_fallback():
-    "The dispatch runs the reference where the kernels do not reach (float64, TTT-MLP), without importing CUDA."
+    "The dispatch runs the reference where the kernels do not reach (float64, TTT-MLP with gradients)."
     from ttt_nb.ops import ttt_triton, ttt_ref, dispatch
     args = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=4, b=4)  # float64
     assert 'float64' in ttt_triton.supports(args[0], args[4])
     assert ttt_triton.supports(args[0].float(), args[4]) is None
-    assert 'ttt_mlp' in ttt_triton.supports(args[0].float(), args[4], kind='mlp')
+    assert ttt_triton.supports(args[0].float(), args[4], kind='mlp') is None
+    assert 'backward' in ttt_triton.supports(args[0].float(), args[4], kind='mlp', needs_grad=True)
     assert 'head dim' in ttt_triton.supports(torch.zeros(1, 1, 2, 256), args[4])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         out = dispatch.ttt_linear(*args, impl='triton')[0]
         torch.testing.assert_close(out, ttt_ref.ttt_linear(*args)[0])
-        margs = ttt_ref.random_inputs('mlp', B=1, H=1, T=3, d=4, b=4, dtype=torch.float32)
+        margs = ttt_ref.random_inputs('mlp', B=1, H=1, T=3, d=4, b=4, dtype=torch.float32, requires_grad=True)
         torch.testing.assert_close(dispatch.ttt_mlp(*margs, impl='triton')[0], ttt_ref.ttt_mlp(*margs)[0])
 
 def test_validation():
@@ -66,7 +69,7 @@ def test_validation():
     with pytest.raises(ValueError, match='does not cover'): ttt_triton.ttt_linear(*(t.double() for t in (XQ, XK, XV, lr)),
                                                                                  ti, lnw, lnb, params)
 
-@pytest.mark.parametrize('kernel,dtype,D', [('fwd', 'bf16', 64), ('bwd', 'bf16', 64), ('bwd', 'fp32', 128)])
+@pytest.mark.parametrize('kernel,dtype,D', [('fwd', 'bf16', 64), ('bwd', 'bf16', 64), ('bwd', 'fp32', 128), ('mlp_fwd', 'bf16', 128)])
 def test_compiles_for_sm90(kernel, dtype, D):
     "The compiled path (which the interpreter does not exercise) builds for an H100 and fits its shared memory."
     try: md = compile_sm90(kernel, dtype, D)
@@ -79,7 +82,7 @@ def test_compiles_for_sm90(kernel, dtype, D):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('case', GPU_CASES, ids=lambda c: c.id)
-def test_linear_matches_reference_gpu(case):
+def test_matches_reference_gpu(case):
     check(errors(case, 'cuda'), GPU_TOL[case.dtype])
 
 @pytest.mark.gpu
