@@ -1,0 +1,135 @@
+"Papermill smoke runs of every run_*.ipynb template, ttt-status on finished and crashed runs, the sweep runner with a failing set."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, yaml
+
+from ttt_nb import curriculum as C
+
+ROOT = Path(__file__).resolve().parents[1]
+# a tiny curriculum: 4 steps of a 1-layer tiny model at W=16, 2 checkpoints, 5 documents cut at 4W + W/2
+TINY = dict(W=16, steps=4, batch_size=2, n_checkpoints=2, eval_max_mult=4, eval_docs=5, stride=8, n_boot=100,
+            model_overrides={'num_hidden_layers': 1})
+pytestmark = pytest.mark.slow
+
+
+def test_every_template_is_tested():
+    "A new run_*.ipynb template must get a smoke test here."
+    assert sorted(p.name for p in (ROOT / 'nbs').glob('run_*.ipynb')) == ['run_compare.ipynb', 'run_curriculum.ipynb']
+
+
+def test_templates_have_a_parameters_cell():
+    for p in (ROOT / 'nbs').glob('run_*.ipynb'):
+        nb = json.loads(p.read_text())
+        tagged = [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+        assert len(tagged) == 1, p.name
+        assert not any('default_exp' in ''.join(c['source']) for c in nb['cells']), f"{p.name} must not be exported"
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    "run_default (what `make run` calls) executes run_curriculum.ipynb with tiny parameters."
+    root = tmp_path_factory.mktemp('runs')
+    t0 = time.time()
+    out = C.run_default(root, name='tiny', **TINY)
+    assert time.time() - t0 < 120
+    return out
+
+
+def test_run_curriculum_template(tiny_run):
+    nb = json.loads((tiny_run / 'run_curriculum.ipynb').read_text())
+    pngs = sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    assert pngs == 5
+    entries = json.loads((tiny_run / 'all_summaries.json').read_text())
+    assert [e['step'] for e in entries] == [0, 4]
+    for k in ('ttt_ppl_at_4xW', 'sw_ppl_at_4xW', 'improvement_at_4xW', 'ttt_ppl_at_4xW_ci', 'diff_at_4xW', 'docs_at_4xW', 'tokens_at_4xW'):
+        assert k in entries[-1], k
+    cfg = json.loads((tiny_run / 'curriculum.json').read_text())
+    assert cfg['W'] == 16 and cfg['train']['steps'] == 4 and cfg['data']['corpus_hash']
+    assert sorted(p.name for p in (tiny_run / 'figures').glob('*.png')) == \
+        ['difference.png', 'evolution.png', 'position.png', 'probes.png', 'training.png']
+    assert len(list((tiny_run / 'checkpoints').glob('step_*'))) == 2
+
+
+def test_run_compare_template(tiny_run, tmp_path):
+    out = C.execute_template('run_compare.ipynb', tmp_path / 'compare.ipynb',
+                             dict(run_dirs=[str(tiny_run), str(tiny_run)], out_dir=str(tmp_path / 'cmp')))
+    nb = json.loads(out.read_text())
+    assert sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', [])) == 4
+    assert (tmp_path / 'cmp' / 'compare.json').exists()
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, '-m', 'ttt_nb.curriculum', *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, **kw)
+
+
+def test_status_finished(tiny_run):
+    st = C.read_status(tiny_run)
+    assert st['state'] == 'finished' and st['evaluated'] == [0, 4] and st['step'] == 4
+    r = _cli('status', tiny_run)
+    assert r.returncode == 0, r.stderr
+    assert 'FINISHED' in r.stdout and 'evaluated checkpoints: 2/2' in r.stdout
+    assert C.status_main([str(tiny_run), '--json'])['state'] == 'finished'
+
+
+def test_status_missing(tmp_path):
+    r = _cli('status', tmp_path / 'nothing')
+    assert r.returncode == 2 and 'MISSING' in r.stdout
+
+
+def test_status_crashed_killed(tmp_path):
+    "A real curriculum killed while it trains: the status still says running, but its process is gone."
+    out = tmp_path / 'killed'
+    code = ("from ttt_nb.curriculum import run_curriculum; "
+            f"run_curriculum(W=16, steps=100000, batch_size=2, eval_docs=5, eval_max_mult=2, out_dir={str(out)!r}, "
+            "model_overrides={'num_hidden_layers': 1})")
+    p = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            st = C.read_status(out)
+            if st['state'] == 'running' and st.get('step'): break
+            assert p.poll() is None, 'the run ended by itself'
+            time.sleep(0.5)
+        assert st['state'] == 'running', st
+    finally:
+        p.send_signal(signal.SIGKILL); p.wait()
+    st = C.read_status(out)
+    assert st['state'] == 'crashed' and 'gone' in st['reason'], st
+    r = _cli('status', out)
+    assert r.returncode == 1 and 'CRASHED' in r.stdout
+
+
+def test_status_crashed_error_and_stale(tmp_path):
+    "A run that raised says crashed with its error; a running status without a heartbeat for too long is a crash."
+    out = tmp_path / 'err'
+    with pytest.raises(FileNotFoundError):
+        C.run_curriculum(W=16, steps=2, corpus=str(tmp_path / 'no-such-corpus'), eval_docs=5, out_dir=str(out))
+    st = C.read_status(out)
+    assert st['state'] == 'crashed' and 'FileNotFoundError' in st['reason']
+    stale = tmp_path / 'stale'; stale.mkdir()
+    (stale / 'status.json').write_text(json.dumps(dict(state='running', step=3, total_steps=10, pid=os.getpid(),
+                                                       updated='2020-01-01T00:00:00+00:00')))
+    st = C.read_status(stale)
+    assert st['state'] == 'crashed' and 'heartbeat' in st['reason']
+
+
+def test_sweep_with_a_failing_set(tmp_path):
+    sweep = tmp_path / 'sweep.yaml'
+    sweep.write_text(yaml.safe_dump(dict(defaults=TINY, runs=[dict(name='bad', eval_docs=2), dict(name='good')])))
+    res = C.run_sweep(sweep, tmp_path / 'out')
+    assert res['failed'] == ['bad'] and res['ok'] == ['good']
+    summ = json.loads((tmp_path / 'out' / 'sweep_summary.json').read_text())
+    bad = next(r for r in summ['runs'] if r['name'] == 'bad')
+    assert 'min_docs' in bad['error']
+    assert (tmp_path / 'out' / 'good' / 'good.ipynb').exists() and (tmp_path / 'out' / 'bad' / 'bad.ipynb').exists()
+    assert (tmp_path / 'out' / 'good' / 'all_summaries.json').exists()
+    r = _cli('sweep', sweep, '--out', tmp_path / 'out2', '--only', 'bad')
+    assert r.returncode == 1 and '1 failed' in r.stdout
+
+
+def test_sweep_files_parse():
+    for f in (ROOT / 'sweeps').glob('*.yaml'):
+        tpl, sets = C.load_sweep(f)
+        assert sets and (ROOT / 'nbs' / Path(tpl).name).exists(), f
+        for s in sets: C.curriculum_config(**{k: v for k, v in s['parameters'].items()})
