@@ -17,7 +17,7 @@ class Case:
     B:int; T:int; H:int; D:int; b:int     # batch, length, heads, head dim, mini-batch size
     offset:int=0                          # > 0: continue a partial mini-batch (random accumulated grads in)
     dtype:str='fp32'                      # inputs' dtype
-    kind:str='linear'                     # 'linear' or 'mlp' (forward only)
+    kind:str='linear'                     # 'linear' or 'mlp'
     seed:int=0
     @property
     def id(self):
@@ -31,7 +31,7 @@ CPU_CASES = [Case(2, 37, 2, 16, 16), Case(1, 5, 2, 16, 16), Case(2, 37, 2, 16, 1
              Case(1, 1, 2, 32, 16, offset=7), Case(1, 11, 1, 16, 16, offset=5), Case(1, 23, 1, 96, 8, offset=3),
              Case(1, 19, 2, 64, 16), Case(1, 20, 1, 128, 16, offset=2), Case(1, 21, 2, 32, 16, dtype='fp16'),
              Case(1, 21, 2, 32, 16, offset=9, dtype='bf16')]
-# TTT-MLP (forward kernel): outputs and final state.
+# TTT-MLP.
 CPU_CASES += [Case(2, 37, 2, 16, 16, kind='mlp'), Case(1, 21, 2, 16, 16, offset=5, kind='mlp'),
               Case(1, 1, 1, 32, 16, offset=7, kind='mlp'), Case(1, 23, 1, 24, 8, offset=3, kind='mlp'),
               Case(1, 20, 1, 96, 16, offset=2, kind='mlp'), Case(1, 21, 1, 16, 16, dtype='bf16', kind='mlp')]
@@ -51,10 +51,16 @@ TOL = {'fp32': dict(out=1e-5, state=1e-5, grad=1e-4),
 GPU_TOL = {'fp32': dict(out=5e-5, state=5e-5, grad=5e-4),   # fp32 inputs: tf32x3 dots
            'fp16': dict(out=5e-3, state=5e-3, grad=2e-2),   # fp16/bf16 inputs: tf32 dots, fp32 state
            'bf16': dict(out=2e-2, state=1e-2, grad=5e-2)}
-OUTS = ('out', 'W1', 'b1', 'gW1', 'gb1')
+STATE = {'linear': ('W1', 'b1'), 'mlp': ('W1', 'b1', 'W2', 'b2')}
 MLP_OUTS = ('out', 'W1', 'b1', 'W2', 'b2', 'gW1', 'gb1', 'gW2', 'gb2')
-INS = ('XQ', 'XK', 'XV', 'lr', 'token_idx', 'ln_w', 'ln_b', 'W1_0', 'b1_0', 'gW1_0', 'gb1_0')
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+def names(kind):
+    "Names of the outputs and of the inputs' gradients."
+    st = STATE[kind]
+    outs = ('out',) + st + tuple('g' + n for n in st)
+    ins = ('XQ', 'XK', 'XV', 'lr', 'token_idx', 'ln_w', 'ln_b') + tuple(n + '_0' for n in st) + tuple('g' + n + '_0' for n in st)
+    return outs, ins
 
 def kind_of(name): return 'out' if name == 'out' else 'state' if name in MLP_OUTS else 'grad'
 
@@ -64,56 +70,38 @@ def rel_rms(x, ref):
     return ((x - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 def make_inputs(c:Case, device='cpu'):
-    "Random arguments for ttt_linear (float64 values rounded to the case's dtype): list of 11 tensors (grads may be None)."
+    "Random arguments (float64 values rounded to the case's dtype): 7 tensors, then the state, then grads (None at offset 0)."
     from ttt_nb.ops.ttt_ref import random_inputs
-    XQ, XK, XV, lr, ti, lnw, lnb, (W, b) = random_inputs('linear', c.B, c.H, c.T, c.D, c.b, seed=c.seed)
+    XQ, XK, XV, lr, ti, lnw, lnb, params = random_inputs(c.kind, c.B, c.H, c.T, c.D, c.b, seed=c.seed)
     g = torch.Generator().manual_seed(c.seed + 1)
     lr = lr * 4                                     # larger inner steps than the model's, to exercise the update
     dt = DTYPES[c.dtype]
-    xs = [t.to(dt) for t in (XQ, XK, XV, lr)] + [ti, lnw.to(dt), lnb.to(dt), W.float(), b.float()]
-    if c.offset:
-        xs += [0.05 * torch.randn(c.B, c.H, c.D, c.D, generator=g, dtype=torch.float64).float(),
-               0.05 * torch.randn(c.B, c.H, 1, c.D, generator=g, dtype=torch.float64).float()]
-    else: xs += [None, None]
+    xs = [t.to(dt) for t in (XQ, XK, XV, lr)] + [ti, lnw.to(dt), lnb.to(dt)] + [p.float() for p in params]
+    if c.offset: xs += [0.05 * torch.randn(p.shape, generator=g, dtype=torch.float64).float() for p in params]
+    else: xs += [None] * len(params)
     return [None if t is None else t.to(device) for t in xs]
 
-def run(fn, xs, offset, upcast=False, seed=0):
+def run(fn, xs, offset, kind, upcast=False, seed=0):
     "Outputs of fn and the gradients of a fixed random linear function of them wrt every input."
     xs = [None if t is None else (t.double() if upcast else t).detach().requires_grad_(True) for t in xs]
-    grads = None if xs[9] is None else (xs[9], xs[10])
-    out, (W1, b1), (gW1, gb1) = fn(*xs[:7], (xs[7], xs[8]), grads, offset)
-    outs = [out, W1, b1, gW1, gb1]
+    n = len(STATE[kind])
+    params, grads = tuple(xs[7:7 + n]), (None if xs[7 + n] is None else tuple(xs[7 + n:]))
+    out, P, G = fn(*xs[:7], params, grads, offset)
+    outs = [out, *P, *G]
     g = torch.Generator().manual_seed(seed + 2)
     loss = sum((o.double() * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device)).sum() for o in outs)
-    gs = torch.autograd.grad(loss, [t for t in xs if t is not None], allow_unused=True)
-    gs = iter(gs)
+    gs = iter(torch.autograd.grad(loss, [t for t in xs if t is not None], allow_unused=True))
     din = [None if t is None else next(gs) for t in xs]
-    return dict(zip(OUTS, outs)) | {f"d{n}": d for n, d in zip(INS, din)}
-
-def mlp_errors(c:Case, device='cpu') -> dict:
-    "Relative RMS error of the TTT-MLP forward kernel's output and final state against the float64 reference."
-    from ttt_nb.ops import ttt_ref, ttt_triton
-    XQ, XK, XV, lr, ti, lnw, lnb, params = ttt_ref.random_inputs('mlp', c.B, c.H, c.T, c.D, c.b, seed=c.seed)
-    g = torch.Generator().manual_seed(c.seed + 1)
-    grads = tuple(0.05 * torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params) if c.offset else None
-    dt = DTYPES[c.dtype]
-    xs = [t.to(dt) for t in (XQ, XK, XV, lr * 4)] + [ti, lnw.to(dt), lnb.to(dt)]
-    st = lambda ps: None if ps is None else tuple(p.float().to(device) for p in ps)
-    xs = [t.to(device) for t in xs]
-    with torch.no_grad():
-        o, p, gr = ttt_triton.ttt_mlp(*xs, st(params), st(grads), c.offset)
-        o0, p0, gr0 = ttt_ref.ttt_mlp(*(t.double() for t in xs), *(None if ps is None else tuple(u.double() for u in ps)
-                                                                    for ps in (st(params), st(grads))), c.offset)
-    got, want = (o, *p, *gr), (o0, *p0, *gr0)
-    return {n: rel_rms(a, w) if w.abs().max() > 0 else a.abs().max().item() for n, a, w in zip(MLP_OUTS, got, want)}
+    onames, inames = names(kind)
+    return dict(zip(onames, outs)) | {f"d{n}": d for n, d in zip(inames, din)}
 
 def errors(c:Case, device='cpu') -> dict:
     "Relative RMS error of every output, final state and gradient of the Triton op against the float64 reference."
     from ttt_nb.ops import ttt_ref, ttt_triton
-    if c.kind == 'mlp': return mlp_errors(c, device)
     xs = make_inputs(c, device)
-    got = run(ttt_triton.ttt_linear, xs, c.offset)
-    want = run(ttt_ref.ttt_linear, xs, c.offset, upcast=True)
+    op = f"ttt_{c.kind}"
+    got = run(getattr(ttt_triton, op), xs, c.offset, c.kind)
+    want = run(getattr(ttt_ref, op), xs, c.offset, c.kind, upcast=True)
     res = {}
     for k, w in want.items():
         if w is None: continue                      # an input the result does not depend on (grads at offset 0)
@@ -124,18 +112,24 @@ def errors(c:Case, device='cpu') -> dict:
 def split_errors(c:Case, pieces=(1, 5, 14), device='cpu') -> dict:
     "A sequence run through the kernel in pieces (decode steps included), passing the state, against one call."
     from ttt_nb.ops import ttt_triton
+    op = getattr(ttt_triton, f"ttt_{c.kind}")
     xs = make_inputs(c, device)
-    whole = ttt_triton.ttt_linear(*xs[:7], (xs[7], xs[8]), None, 0)
-    params, grads, off, t, outs = (xs[7], xs[8]), None, 0, 0, []
-    for n in list(pieces) + [c.T - sum(pieces)]:
-        sl = slice(t, t + n)
-        o, params, grads = ttt_triton.ttt_linear(xs[0][:, :, sl], xs[1][:, :, sl], xs[2][:, :, sl], xs[3][:, :, sl],
-                                                 *xs[4:7], params, grads, off)
-        outs.append(o); t += n; off = (off + n) % c.b
-    return dict(out=rel_rms(torch.cat(outs, 2), whole[0]), W1=rel_rms(params[0], whole[1][0]),
-                b1=rel_rms(params[1], whole[1][1]), gW1=rel_rms(grads[0], whole[2][0]) if whole[2][0].abs().max() > 0 else grads[0].abs().max().item())
+    n = len(STATE[c.kind])
+    with torch.no_grad():
+        whole = op(*xs[:7], tuple(xs[7:7 + n]), None, 0)
+        params, grads, off, t, outs = tuple(xs[7:7 + n]), None, 0, 0, []
+        for m in list(pieces) + [c.T - sum(pieces)]:
+            sl = slice(t, t + m)
+            o, params, grads = op(*(x[:, :, sl] for x in xs[:4]), *xs[4:7], params, grads, off)
+            outs.append(o); t += m; off = (off + m) % c.b
+    res = dict(out=rel_rms(torch.cat(outs, 2), whole[0]))
+    for i, nm in enumerate(STATE[c.kind]):
+        res[nm] = rel_rms(params[i], whole[1][i])
+        res['g' + nm] = rel_rms(grads[i], whole[2][i]) if whole[2][i].abs().max() > 0 else grads[i].abs().max().item()
+    return res
 
 SPLIT_CASE = Case(1, 37, 2, 16, 16)
+SPLIT_CASES = {'split': SPLIT_CASE, 'split-mlp': Case(1, 37, 2, 16, 16, kind='mlp')}
 
 SMEM_LIMIT = 232448   # bytes of shared memory one block may use on sm_90 (H100/H200)
 
@@ -149,7 +143,8 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
     BD, BT = K._blocks(D, b)
     consts = dict(D=D, BD=BD, MB=b, BT=BT, HAS_G=has_g, EPS=1e-6, PREC=K._prec(DTYPES[dtype]))
     if kernel == 'fwd': consts['SAVE'] = True
-    if kernel == 'mlp_fwd': consts.update(F=4 * D, BF=K._mlp_bf(D))
+    if kernel.startswith('mlp'): consts.update(F=4 * D, BF=K._mlp_bf(D))
+    if kernel == 'mlp_fwd': consts['SAVE'] = True
     dt = dict(fp32='fp32', fp16='fp16', bf16='bf16')[dtype]
     rows = {'XQ', 'XK', 'XV', 'OUT', 'DOUT', 'DXQ', 'DXK', 'DXV', 'LR', 'LNW', 'LNB'}
     sig = {n: 'constexpr' if n in consts else 'i32' if n in ('T', 'T0', 'offset', 'NC', 'H') else '*' + (dt if n in rows else 'fp32')
@@ -158,11 +153,22 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
     k = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=K._warps(D), num_stages=K._STAGES))
     return dict(shared=k.metadata.shared, num_warps=k.metadata.num_warps)
 
+# The compiled path, which the interpreter does not exercise: (kernel, dtype, head dim) built for sm_90.
+COMPILE_CASES = [('fwd', 'bf16', 64), ('bwd', 'bf16', 128), ('mlp_fwd', 'bf16', 128), ('mlp_bwd', 'fp32', 128)]
+
+def compile_all() -> dict:
+    res = {}
+    for k in COMPILE_CASES:
+        try: res['-'.join(map(str, k))] = compile_sm90(*k)
+        except Exception as e: res['-'.join(map(str, k))] = dict(error=f"{type(e).__name__}: {e}"[:1000])
+    return res
+
 def main(device='cpu'):
+    if device == 'compile': print(json.dumps(compile_all())); return
     cases = CPU_CASES if device == 'cpu' else GPU_CASES
     res, t0 = {}, time.time()
     for c in cases: res[c.id] = errors(c, device)
-    res['split'] = split_errors(SPLIT_CASE, device=device)
+    for k, sc in SPLIT_CASES.items(): res[k] = split_errors(sc, device=device)
     res['seconds'] = time.time() - t0
     print(json.dumps(res))
 
