@@ -138,7 +138,7 @@ def test_atomic_checkpoint_leftover_is_ignored(tmp_path):
     bad = ck / 'step_000005'; bad.mkdir(); (bad / 'model.safetensors').write_bytes(b'no meta')
     assert latest_checkpoint(cfg.out_dir).name == 'step_000003'
     b = build(cfg_(tmp_path, steps=4, n_checkpoints=0, save_every=1, keep_last=5))
-    b.fit(resume=True)
+    with pytest.warns(UserWarning, match='changed schedule'): b.fit(resume=True)   # steps 3 -> 4
     assert not junk.exists()
     assert b.step == 4 and [k for k, _ in list_checkpoints(cfg.out_dir)] == [1, 2, 3, 4]
 
@@ -215,3 +215,13 @@ def test_cli_overrides():
     cfg, a = config_from_args(['--seq-len', '64', '--model-overrides', '{num_hidden_layers: 1}', '--tbptt', '2', '--resume'])
     assert (cfg.seq_len, cfg.model_overrides, cfg.tbptt, a.resume) == (64, {'num_hidden_layers': 1}, 2, True)
     with pytest.raises(SystemExit): config_from_args(['--no-such-field', '1'])
+
+
+def test_wandb_mode_never_needs_a_key(tmp_path, monkeypatch):
+    "Without a configured key 'online' falls back to offline (no prompt, no hang); WANDB_MODE decides 'auto'."
+    from ttt_nb.train import resolve_wandb_mode
+    monkeypatch.delenv('WANDB_API_KEY', raising=False); monkeypatch.setenv('HOME', str(tmp_path)); monkeypatch.delenv('NETRC', raising=False)
+    with pytest.warns(UserWarning, match='no API key'): assert resolve_wandb_mode('online') == 'offline'
+    monkeypatch.delenv('WANDB_MODE', raising=False)
+    assert resolve_wandb_mode('auto') == 'offline' and resolve_wandb_mode('disabled') == 'disabled'
+    monkeypatch.setenv('WANDB_MODE', 'disabled'); assert resolve_wandb_mode('auto') == 'disabled'
