@@ -43,46 +43,46 @@ def gelu_tanh_grad(x:Tensor) -> Tensor:
     t = torch.tanh(GELU_C * x * (1 + 0.044715 * x * x))
     return 0.5 * x * ((1 - t * t) * (GELU_C + 3 * 0.044715 * GELU_C * x * x)) + 0.5 * (1 + t)
 
-# %% ../../nbs/01_ops.ttt_ref.ipynb #f80488bd
+# %% ../../nbs/01_ops.ttt_ref.ipynb #0bae3631
 def _eta(tok, lr):
     "eta[..., i, j] = tok[i] * lr[..., j] for j <= i, else 0."
     return torch.tril(tok[:, None] * lr[..., None, :])    # [B,H,n,n]
 
 def _piece_linear(XQ, XK, XV, lr, tok, ln_w, ln_b, params, grads):
-    "Outputs of one piece of a mini-batch and the accumulated gradients after it (TTT-Linear)."
+    "Pre-LN outputs of one piece of a mini-batch and the accumulated gradients after it (TTT-Linear)."
     W, b = params                                        # [B,H,d,d], [B,H,1,d] at the mini-batch start
     g = ln_l2_grad(XK @ W + b, XV - XK, ln_w, ln_b)      # [B,H,n,d] grad of key j's loss wrt its pre-LN output
     eta = _eta(tok, lr)                                  # [B,H,n,n]
-    attn = XQ @ XK.transpose(-1, -2)                     # [B,H,n,n] XQ_i . XK_j
-    Z = XQ @ W - (eta * attn) @ g + (b - eta @ g)        # [B,H,n,d]
+    M = eta * (XQ @ XK.transpose(-1, -2) + 1)            # [B,H,n,n] eta[i,j] * (XQ_i . XK_j + 1)
+    Z = XQ @ W + b - M @ g                               # [B,H,n,d] XQ_i W_bar_i + b_bar_i
     gW = (lr[..., None] * XK).transpose(-1, -2) @ g      # [B,H,d,d] sum_j lr_j XK_j^T grad_j
     gb = (lr[..., None] * g).sum(-2, keepdim=True)       # [B,H,1,d]
     if grads is not None:                                # continue a partial mini-batch
         GW, Gb = grads
         Z = Z - tok[:, None] * (XQ @ GW + Gb)
         gW, gb = GW + gW, Gb + gb
-    return XQ + ln_fwd(Z, ln_w, ln_b), (gW, gb)
+    return Z, (gW, gb)
 
 def _piece_mlp(XQ, XK, XV, lr, tok, ln_w, ln_b, params, grads):
-    "Outputs of one piece of a mini-batch and the accumulated gradients after it (TTT-MLP)."
+    "Pre-LN outputs of one piece of a mini-batch and the accumulated gradients after it (TTT-MLP)."
     W1, b1, W2, b2 = params                              # [B,H,d,4d], [B,H,1,4d], [B,H,4d,d], [B,H,1,d]
     Z1 = XK @ W1 + b1                                    # [B,H,n,4d]
     X2 = gelu_tanh(Z1)                                   # [B,H,n,4d]
     g2 = ln_l2_grad(X2 @ W2 + b2, XV - XK, ln_w, ln_b)   # [B,H,n,d]
     g1 = (g2 @ W2.transpose(-1, -2)) * gelu_tanh_grad(Z1)  # [B,H,n,4d]
     eta = _eta(tok, lr)                                  # [B,H,n,n]
-    Z1q = XQ @ W1 - (eta * (XQ @ XK.transpose(-1, -2))) @ g1 + (b1 - eta @ g1)  # [B,H,n,4d]
+    Z1q = XQ @ W1 + b1 - (eta * (XQ @ XK.transpose(-1, -2) + 1)) @ g1    # [B,H,n,4d]
     if grads is not None: Z1q = Z1q - tok[:, None] * (XQ @ grads[0] + grads[1])
     X2q = gelu_tanh(Z1q)                                 # [B,H,n,4d]
-    Z2q = X2q @ W2 - (eta * (X2q @ X2.transpose(-1, -2))) @ g2 + (b2 - eta @ g2)  # [B,H,n,d]
+    Z2q = X2q @ W2 + b2 - (eta * (X2q @ X2.transpose(-1, -2) + 1)) @ g2  # [B,H,n,d]
     if grads is not None: Z2q = Z2q - tok[:, None] * (X2q @ grads[2] + grads[3])
     lrc = lr[..., None]                                  # [B,H,n,1]
     new = ((lrc * XK).transpose(-1, -2) @ g1, (lrc * g1).sum(-2, keepdim=True),
            (lrc * X2).transpose(-1, -2) @ g2, (lrc * g2).sum(-2, keepdim=True))
     if grads is not None: new = tuple(G + n for G, n in zip(grads, new))
-    return XQ + ln_fwd(Z2q, ln_w, ln_b), new
+    return Z2q, new
 
-# %% ../../nbs/01_ops.ttt_ref.ipynb #43fa7291
+# %% ../../nbs/01_ops.ttt_ref.ipynb #cb0aa27e
 def _shapes(kind, H, d):
     if kind == 'linear': return ((H, d, d), (H, 1, d))
     return ((H, d, 4 * d), (H, 1, 4 * d), (H, 4 * d, d), (H, 1, d))
@@ -126,7 +126,8 @@ def _scan(kind, piece, XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, off
         if s == b:                                      # the mini-batch closes: take the step
             params = tuple(p - tok[b - 1] * g for p, g in zip(params, grads))
             grads, s = None, 0
-    out = torch.cat(outs, 2) if outs else XQ            # [B,H,T,d]
+    Z = torch.cat(outs, 2) if len(outs) > 1 else outs[0] if outs else XQ  # [B,H,T,d] pre-LN outputs
+    out = XQ + ln_fwd(Z, ln_w, ln_b) if outs else XQ                      # one LayerNorm over the whole input
     if grads is None: grads = tuple(torch.zeros_like(p) for p in params)
     return out.to(out_dtype), params, grads
 
