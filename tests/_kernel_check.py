@@ -153,6 +153,36 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
     k = triton.compile(src, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=K._warps(D), num_stages=K._STAGES))
     return dict(shared=k.metadata.shared, num_warps=k.metadata.num_warps)
 
+def model_errors(kind:str, device='cpu', preset='tiny', B=1, T=20, layers=None, vocab=256, dtype=torch.float32) -> dict:
+    "A whole TTT language model through the kernels and through the reference: loss and every parameter's gradient."
+    import os
+    from ttt_nb.config import TTTConfig
+    from ttt_nb.model import TTTForCausalLM
+    torch.manual_seed(0)
+    over = dict(ttt_layer_type=kind)
+    if vocab: over['vocab_size'] = vocab
+    if layers: over['num_hidden_layers'] = layers
+    cfg = TTTConfig.from_preset(preset, **over)
+    m = TTTForCausalLM(cfg).to(device, dtype)
+    ids = torch.randint(0, cfg.vocab_size, (B, T), device=device)
+    res, old = {}, os.environ.get('TTT_NB_IMPL')
+    try:
+        for impl in ('torch', 'triton'):
+            os.environ['TTT_NB_IMPL'] = impl
+            m.zero_grad(set_to_none=True)
+            loss = m(ids, labels=ids).loss
+            loss.backward()
+            res[impl] = (loss.item(), {n: p.grad.detach().clone() for n, p in m.named_parameters() if p.grad is not None})
+    finally:
+        if old is None: os.environ.pop('TTT_NB_IMPL', None)
+        else: os.environ['TTT_NB_IMPL'] = old
+    (l0, g0), (l1, g1) = res['torch'], res['triton']
+    errs = {n: rel_rms(g1[n], g0[n]) for n in g0}
+    worst = max(errs, key=errs.get)
+    return dict(loss=abs(l1 - l0) / abs(l0), grad=errs[worst], worst=worst, n_grads=len(g0), same_params=set(g0) == set(g1))
+
+MODEL_TOL = dict(loss=1e-6, grad=1e-3)  # fp32: the worst parameter is the learnable token_idx (sums that cancel)
+
 # The compiled path, which the interpreter does not exercise: (kernel, dtype, head dim) built for sm_90.
 COMPILE_CASES = [('fwd', 'bf16', 64), ('bwd', 'bf16', 128), ('mlp_fwd', 'bf16', 128), ('mlp_bwd', 'fp32', 128)]
 
@@ -169,6 +199,8 @@ def main(device='cpu'):
     res, t0 = {}, time.time()
     for c in cases: res[c.id] = errors(c, device)
     for k, sc in SPLIT_CASES.items(): res[k] = split_errors(sc, device=device)
+    if device == 'cpu':  # a one-layer 'tiny' model, 20 tokens (one full and one partial mini-batch)
+        for kind in ('linear', 'mlp'): res[f"model-{kind}"] = model_errors(kind, layers=1)
     res['seconds'] = time.time() - t0
     print(json.dumps(res))
 
