@@ -3,6 +3,7 @@
 official PyTorch layer and flash-linear-attention's chunk_ttt_linear when importable, and causal SDPA.
 
     python benchmarks/bench_kernels.py                   # on a GPU: B=8, H=12, d=64, T=512..32768, bf16
+    python benchmarks/bench_kernels.py --kind mlp --out benchmarks/results/kernels_mlp.json --md benchmarks/kernels_mlp.md
     python benchmarks/bench_kernels.py --smoke           # on a CPU: tiny sizes through Triton's interpreter
 
 Writes benchmarks/results/kernels.json (every row, hardware info, device limits) and benchmarks/kernels.md
@@ -35,18 +36,23 @@ def device_limits(device):
         if k in name: return dict(name=name, bf16_tflops=v[0], tf32_tflops=v[1], fp32_tflops=v[2], tb_s=v[3])
     return dict(name=name)
 
-def ttt_flops(B, H, T, d, b, mode):
-    "Dual-form FLOPs per (row, head, token): forward 6d^2 + 4bd; backward with recomputation 16d^2 + 12bd."
+def ttt_flops(B, H, T, d, b, mode, kind='linear'):
+    "Dual-form FLOPs per (row, head, token). Linear: forward 6d^2+4bd, backward (with recomputation) 16d^2+12bd."
+    if kind == 'mlp':  # forward 56d^2+20bd (hidden 4d); backward counted as twice the forward
+        per = 56 * d * d + 20 * b * d
+        return B * H * T * per * (3 if mode == 'fwd+bwd' else 1)
     per = 6 * d * d + 4 * b * d
     if mode == 'fwd+bwd': per += 16 * d * d + 12 * b * d
     return B * H * T * per
 
-def ttt_bytes(B, H, T, d, b, mode, esize):
+def ttt_bytes(B, H, T, d, b, mode, esize, kind='linear'):
     "Minimum traffic of our kernels: rows in and out, and (training) the weights stored at each mini-batch start."
     nc = math.ceil(T / b)
+    state = (d * d + d) if kind == 'linear' else (8 * d * d + 5 * d)
     fwd = B * H * (4 * T * d * esize + T * 4)
+    if kind == 'mlp': fwd += 2 * B * H * nc * state * 4   # the state is read and written once per mini-batch
     if mode == 'fwd': return fwd
-    ckpt = B * H * nc * (d * d + d) * 4
+    ckpt = B * H * nc * state * 4
     return fwd + 2 * ckpt + B * H * (7 * T * d * esize + 2 * T * 4)
 
 def sdpa_flops(B, H, T, d, mode):
@@ -58,9 +64,11 @@ def sdpa_bytes(B, H, T, d, mode, esize):
 
 # ---- the implementations: each returns a function of the inputs that gives the output to time ----
 
+KIND = 'linear'   # set by --kind
+
 def ttt_inputs(B, H, T, d, b, dtype, device, seed=0):
     from ttt_nb.ops.ttt_ref import random_inputs
-    xs = random_inputs('linear', B, H, T, d, b, dtype=torch.float32, seed=seed)
+    xs = random_inputs(KIND, B, H, T, d, b, dtype=torch.float32, seed=seed)
     XQ, XK, XV, lr, ti, lnw, lnb, params = xs
     return [t.to(device, dtype) for t in (XQ, XK, XV, lr)] + [t.to(device) for t in (ti, lnw, lnb)] + \
            [tuple(p.to(device) for p in params)]
@@ -68,14 +76,16 @@ def ttt_inputs(B, H, T, d, b, dtype, device, seed=0):
 def make_impl(name, compile_max_T):
     "A function (inputs) -> out for one implementation, or raise with the reason it is not available."
     if name == 'triton':
-        from ttt_nb.ops.ttt_triton import ttt_linear
-        return lambda xs: ttt_linear(*xs)[0]
+        from ttt_nb.ops import ttt_triton
+        op = getattr(ttt_triton, f'ttt_{KIND}')
+        return lambda xs: op(*xs)[0]
     if name == 'ref':
-        from ttt_nb.ops.ttt_ref import ttt_linear
-        return lambda xs: ttt_linear(*xs)[0]
+        from ttt_nb.ops import ttt_ref
+        op = getattr(ttt_ref, f'ttt_{KIND}')
+        return lambda xs: op(*xs)[0]
     if name == 'ref_compiled':
-        from ttt_nb.ops.ttt_ref import ttt_linear
-        fn = torch.compile(ttt_linear)
+        from ttt_nb.ops import ttt_ref
+        fn = torch.compile(getattr(ttt_ref, f'ttt_{KIND}'))
         def run(xs):
             if xs[0].shape[2] > compile_max_T: raise RuntimeError(f"skipped: T > --compile-max-T={compile_max_T} (the scan unrolls)")
             return fn(*xs)[0]
@@ -83,13 +93,14 @@ def make_impl(name, compile_max_T):
     if name == 'official':
         return official_layer()
     if name == 'fla':
+        if KIND != 'linear': raise RuntimeError("chunk_ttt_linear is TTT-Linear only")
         return fla_impl()
     if name == 'sdpa':
         return lambda xs: F.scaled_dot_product_attention(xs[0], xs[1], xs[2], is_causal=True)
     raise ValueError(name)
 
 def official_layer():
-    "The official ttt-lm-pytorch TTTLinear layer (projections, conv and RoPE included): `ttt.py` on sys.path or $TTT_OFFICIAL."
+    "The official ttt-lm-pytorch TTTLinear/TTTMLP layer (projections and RoPE included): `ttt.py` on sys.path or $TTT_OFFICIAL."
     if os.environ.get('TTT_OFFICIAL'): sys.path.insert(0, os.environ['TTT_OFFICIAL'])
     try: import ttt as official
     except ImportError as e: raise RuntimeError(f"not importable: {e}")
@@ -100,8 +111,9 @@ def official_layer():
         key = (H, d, xs[0].dtype, xs[0].device)
         if key not in cache:
             cfg = official.TTTConfig(hidden_size=H * d, num_attention_heads=H, mini_batch_size=16,
-                                     ttt_layer_type='linear', pre_conv=False, use_gate=False, share_qk=False)
-            cache[key] = official.TTTLinear(cfg, layer_idx=0).to(xs[0].device, xs[0].dtype)
+                                     ttt_layer_type=KIND, pre_conv=False, use_gate=False, share_qk=False)
+            cls = official.TTTLinear if KIND == 'linear' else official.TTTMLP
+            cache[key] = cls(cfg, layer_idx=0).to(xs[0].device, xs[0].dtype)
         layer = cache[key]
         x = xs[0].transpose(1, 2).reshape(B, T, H * d)  # a hidden state of the same size
         if T % 16: raise RuntimeError("skipped: the official layer needs T % mini_batch_size == 0 without a cache")
@@ -143,7 +155,8 @@ def timer(fn, device, reps):
 
 def bench_one(name, impl, shape, dtype, device, mode, reps):
     B, H, T, d, b = shape
-    row = dict(impl=name, B=B, H=H, T=T, d=d, b=b, dtype=str(dtype).replace('torch.', ''), mode=mode)
+    row = dict(impl=name, kind='attention' if name == 'sdpa' else KIND, B=B, H=H, T=T, d=d, b=b,
+               dtype=str(dtype).replace('torch.', ''), mode=mode)
     try:
         xs = ttt_inputs(B, H, T, d, b, dtype, device)
         if mode == 'fwd':
@@ -158,8 +171,8 @@ def bench_one(name, impl, shape, dtype, device, mode, reps):
                 impl(xs).backward(dout)
         row['ms'] = timer(fn, device, reps)
         esize = torch.finfo(dtype).bits // 8
-        fl = sdpa_flops(B, H, T, d, mode) if name == 'sdpa' else ttt_flops(B, H, T, d, b, mode)
-        by = sdpa_bytes(B, H, T, d, mode, esize) if name == 'sdpa' else ttt_bytes(B, H, T, d, b, mode, esize)
+        fl = sdpa_flops(B, H, T, d, mode) if name == 'sdpa' else ttt_flops(B, H, T, d, b, mode, KIND)
+        by = sdpa_bytes(B, H, T, d, mode, esize) if name == 'sdpa' else ttt_bytes(B, H, T, d, b, mode, esize, KIND)
         row.update(tflops=fl / row['ms'] / 1e9, tb_s=by / row['ms'] / 1e9)
         lim = device_limits(device)
         if lim and 'bf16_tflops' in lim:
@@ -176,12 +189,12 @@ def check_against_reference(shape, dtype, device):
     from ttt_nb.ops import ttt_ref, ttt_triton
     xs = ttt_inputs(*shape, dtype, device)
     with torch.no_grad():
-        a, r = ttt_triton.ttt_linear(*xs)[0].double(), ttt_ref.ttt_linear(*xs)[0].double()
+        a, r = (getattr(m, f'ttt_{KIND}')(*xs)[0].double() for m in (ttt_triton, ttt_ref))
     return ((a - r).pow(2).mean().sqrt() / r.pow(2).mean().sqrt()).item()
 
 def markdown(res):
     rows = res['rows']
-    lines = [f"### TTT-Linear inner loop: {res['device']} ({res['dtype']})", '',
+    lines = [f"### TTT-{res['kind'].upper() if res['kind'] == 'mlp' else 'Linear'} inner loop: {res['device']} ({res['dtype']})", '',
              res['note'], '',
              '| impl | T | mode | ms | TFLOP/s | % peak | TB/s | % peak BW | note |', '|---|---:|---|---:|---:|---:|---:|---:|---|']
     f = lambda r, k, fmt: (fmt % r[k]) if k in r else '-'
@@ -200,6 +213,7 @@ def main(argv=None):
     ap.add_argument('--d', type=int, default=64); ap.add_argument('--b', type=int, default=16)
     ap.add_argument('--T', type=int, nargs='+', default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
     ap.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
+    ap.add_argument('--kind', default='linear', choices=['linear', 'mlp'], help='TTT-Linear or TTT-MLP')
     ap.add_argument('--impls', nargs='+', default=['triton', 'ref', 'ref_compiled', 'official', 'fla', 'sdpa'])
     ap.add_argument('--compile-max-T', type=int, default=2048, help='torch.compile unrolls the scan: skip longer T')
     ap.add_argument('--ref-max-T', type=int, default=32768)
@@ -207,6 +221,8 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT / 'benchmarks/results/kernels.json'))
     ap.add_argument('--md', default=str(ROOT / 'benchmarks/kernels.md'))
     a = ap.parse_args(argv)
+    global KIND
+    KIND = a.kind
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if a.smoke:
         a.B, a.H, a.d, a.T, a.reps = 1, 2, 16, [32, 37], 2
@@ -241,7 +257,7 @@ def main(argv=None):
             "NOT A MEASUREMENT: GPU numbers not measured (no GPU in this run); these rows are the smoke run at tiny "
             f"sizes on {device.type}" + (" through the Triton interpreter" if device.type == 'cpu' else '') +
             ", kept to show the script runs.")
-    res = dict(measured=measured, note=note, device=device_limits(device)['name'] if device.type == 'cuda' else 'cpu',
+    res = dict(measured=measured, note=note, kind=a.kind, device=device_limits(device)['name'] if device.type == 'cuda' else 'cpu',
                device_limits=device_limits(device), dtype=str(dtype).replace('torch.', ''), hardware=hardware_info(),
                args=vars(a), flops_model='TTT: per row, head and token 6d^2+4bd forward, +16d^2+12bd backward; '
                'SDPA causal: 2 T^2 d per row and head forward, x3.5 forward+backward', rows=rows,
