@@ -58,9 +58,9 @@ def site_pages(root: Path) -> tuple[list, list]:
         pages += [Path(h) for h in hits]
     for href in _nav_hrefs(cfg.get('website') or {}):
         if _local(href) is None: continue
-        p = root / _local(href)
-        if not p.exists(): problems.append(f"_quarto.yml: navigation names {href!r}, which does not exist")
-        elif p not in pages: pages.append(p)
+        hits = [Path(h) for h in sorted(glob.glob(str(root / _local(href)), recursive=True))]
+        if not hits: problems.append(f"_quarto.yml: navigation names {href!r}, which does not exist")
+        pages += [p for p in hits if p not in pages]
     if not pages: problems.append('_quarto.yml: no page to render')
     return pages, problems
 
