@@ -1,0 +1,190 @@
+"Adaptive inner compute (ttt_nb.ponder): K-step layer, causal gate, calibration, FLOPs, oracle, hybrid, papermill smoke run."
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest, torch
+import torch.nn.functional as F
+from ttt_nb.config import TTTConfig
+from ttt_nb.model import TTTForCausalLM
+from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, random_inputs, ln_fwd
+from ttt_nb.ponder import (KS, SIGNALS, ttt_ksteps, PonderLM, ponder_run, run_docs, Fixed, RandomK, Threshold, Controller,
+                           Replay, calibrate, quantile_thresholds, realized_mix, mean_k, oracle_run, inner_flops, model_flops,
+                           signal_flops, train_lm, _f_res)
+
+ROOT = Path(__file__).resolve().parents[1]
+MIX = {1: 0.3, 2: 0.4, 4: 0.3}
+
+def tiny(backbone='mamba', kind='linear', seed=0):
+    torch.manual_seed(seed)
+    return TTTForCausalLM(TTTConfig.from_preset('tiny', backbone, vocab_size=50, hidden_size=32, intermediate_size=48,
+                                                mini_batch_size=4, ttt_layer_type=kind)).double().eval()
+
+@pytest.fixture(scope='module')
+def mamba():
+    tm = tiny('mamba')
+    return tm, PonderLM.from_ttt(tm)
+
+# --- the K-step layer ---
+
+@pytest.mark.parametrize('kind', ['linear', 'mlp'])
+def test_k1_equals_standard_op_bit_for_bit(kind):
+    XQ, XK, XV, lr, tok, lw, lb, P = random_inputs(kind, B=3, H=2, T=4, d=4, b=4)
+    ref_out, ref_p, _ = (ttt_linear if kind == 'linear' else ttt_mlp)(XQ, XK, XV, lr, tok, lw, lb, P)
+    out, p, _ = ttt_ksteps(kind, XQ, XK, XV, lr, tok, lw, lb, P, torch.ones(3))
+    assert torch.equal(out, ref_out) and all(torch.equal(a, b) for a, b in zip(p, ref_p))
+
+@pytest.mark.parametrize('kind', ['linear', 'mlp'])
+def test_k0_leaves_state_unchanged(kind):
+    XQ, XK, XV, lr, tok, lw, lb, P = random_inputs(kind, B=2, H=2, T=4, d=4, b=4)
+    out, p, _ = ttt_ksteps(kind, XQ, XK, XV, lr, tok, lw, lb, P, torch.zeros(2))
+    assert all(torch.equal(a, b) for a, b in zip(p, P))
+    H, d = lw.shape
+    want = XQ + ln_fwd(_f_res(kind, XQ, P), lw.reshape(H, 1, d), lb.reshape(H, 1, d))
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+def test_k_steps_match_the_autograd_definition():
+    kind = 'linear'
+    XQ, XK, XV, lr, tok, lw, lb, P = random_inputs(kind, B=2, H=2, T=4, d=4, b=4)
+    H, d = lw.shape; w, bb = lw.reshape(H, 1, d), lb.reshape(H, 1, d)
+    for K in (2, 4):
+        outs = []
+        for i in range(4):
+            W = [p.clone() for p in P]
+            for _ in range(K):
+                W = [t.detach().requires_grad_(True) for t in W]
+                L = sum((lr[:, :, j, None] * 0.5 * (ln_fwd(_f_res(kind, XK[:, :, j:j+1], W), w, bb)
+                                                    - (XV[:, :, j:j+1] - XK[:, :, j:j+1])).pow(2).sum(-1)).sum() for j in range(i + 1))
+                W = [(t - tok[i] * g).detach() for t, g in zip(W, torch.autograd.grad(L, W))]
+            outs.append(XQ[:, :, i:i+1] + ln_fwd(_f_res(kind, XQ[:, :, i:i+1], W), w, bb))
+        out, p, _ = ttt_ksteps(kind, XQ, XK, XV, lr, tok, lw, lb, P, torch.full((2,), K))
+        torch.testing.assert_close(out, torch.cat(outs, 2), rtol=0, atol=1e-12)
+        torch.testing.assert_close(p[0], W[0], rtol=0, atol=1e-12)
+
+def test_k_steps_are_differentiable_and_per_row():
+    XQ, XK, XV, lr, tok, lw, lb, P = random_inputs('linear', B=4, H=2, T=4, d=4, b=4, requires_grad=True)
+    K = torch.tensor([0, 1, 2, 4])
+    out, p, _ = ttt_ksteps('linear', XQ, XK, XV, lr, tok, lw, lb, P, K)
+    (out.sum() + p[0].sum()).backward()
+    assert XK.grad is not None and torch.isfinite(XK.grad).all() and tok.grad is not None
+    for r in range(4):
+        o1, _, _ = ttt_ksteps('linear', XQ, XK, XV, lr, tok, lw, lb, P, torch.full((4,), int(K[r])))
+        assert torch.equal(out[r], o1[r])
+
+@pytest.mark.parametrize('backbone', ['transformer', 'mamba'])
+def test_k1_model_equals_standard_model(backbone):
+    tm = tiny(backbone); lm = PonderLM.from_ttt(tm)
+    ids = torch.randint(0, 50, (2, 12))
+    r = run_docs(lm, ids, Fixed(1))
+    want = F.cross_entropy(tm(ids).logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction='none')
+    torch.testing.assert_close(r.nll, want, rtol=0, atol=1e-10)
+
+def test_hybrid_k1_and_all_policies():
+    hy = PonderLM.hybrid(['attn', 'ttt', 'attn'], vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+                         mini_batch_size=4).double().eval()
+    ids = torch.randint(0, 50, (2, 12))
+    want = F.cross_entropy(hy(ids)[:, :-1].transpose(1, 2), ids[:, 1:], reduction='none')
+    torch.testing.assert_close(run_docs(hy, ids, Fixed(1)).nll, want, rtol=0, atol=1e-10)
+    for pol in (Fixed(0), Fixed(4), RandomK(MIX), Controller('recon', MIX)):
+        assert torch.isfinite(run_docs(hy, ids, pol).nll).all()
+
+# --- the gate is causal ---
+
+def test_gate_never_reads_the_mini_batch_it_gates(mamba):
+    _, lm = mamba
+    torch.manual_seed(3)
+    ids = torch.randint(0, 50, (3, 20))
+    ref = run_docs(lm, ids, Fixed(1))
+    for m in (1, 3):
+        ids2 = ids.clone(); ids2[:, 4 * m:4 * m + 4] = (ids2[:, 4 * m:4 * m + 4] + 11) % 50
+        pols = [lambda s=s: Threshold(s, quantile_thresholds(ref.signals[s][:, 1:], MIX)) for s in SIGNALS]
+        pols += [lambda s=s: Controller(s, MIX, window=4) for s in ('entropy', 'drop')]
+        for pol in pols:
+            a, c = run_docs(lm, ids, pol()), run_docs(lm, ids2, pol())
+            assert torch.equal(a.K[:, :m + 1], c.K[:, :m + 1])
+            for s in SIGNALS:
+                torch.testing.assert_close(a.signals[s][:, :m + 1], c.signals[s][:, :m + 1], rtol=0, atol=0, equal_nan=True)
+                assert not torch.equal(a.signals[s][:, m + 1], c.signals[s][:, m + 1])  # the check can fail
+
+# --- allocation ---
+
+def test_calibration_hits_its_target_mix_on_calibration_data(mamba):
+    _, lm = mamba
+    torch.manual_seed(1)
+    cal = torch.randint(0, 50, (16, 32))
+    for s in SIGNALS:
+        pol = calibrate(lm, cal, s, MIX, iters=1)
+        got = realized_mix(run_docs(lm, cal, pol).K[:, 1:])
+        assert all(abs(got[k] - p) < 0.08 for k, p in MIX.items()), (s, got)
+
+def test_controller_holds_target_mean_k(mamba):
+    _, lm = mamba
+    torch.manual_seed(2)
+    mix = {0: 0.25, 1: 0.5, 2: 0.25}
+    r = run_docs(lm, torch.randint(0, 50, (16, 64)), Controller('loss', mix, window=64, gain=0.2), batch=16)
+    assert abs(r.K.double().mean().item() - mean_k(mix)) < 0.25
+
+def test_random_allocation_follows_its_mix(mamba):
+    _, lm = mamba
+    r = run_docs(lm, torch.randint(0, 50, (16, 64)), RandomK(MIX, seed=0), batch=16)
+    got = realized_mix(r.K)
+    assert all(abs(got[k] - p) < 0.1 for k, p in MIX.items())
+
+def test_oracle_follows_its_choices(mamba):
+    _, lm = mamba
+    ids = torch.randint(0, 50, (2, 12))
+    o, cand = oracle_run(lm, ids, KS)
+    torch.testing.assert_close(ponder_run(lm, ids, Replay(o.K)).nll, o.nll, rtol=0, atol=1e-10)
+    f1, _ = oracle_run(lm, ids, KS, follow=1)
+    torch.testing.assert_close(f1.nll, run_docs(lm, ids, Fixed(1)).nll, rtol=0, atol=1e-10)
+    assert cand.shape == (2, 3, len(KS))
+    # each mini-batch's chosen loss is the best branch's
+    assert torch.allclose(cand.min(-1).values, torch.stack([o.nll[:, 4 * m:4 * m + 4].mean(1) for m in range(3)], 1), atol=1e-12)
+
+# --- compute accounting ---
+
+@pytest.mark.parametrize('kind', ['linear', 'mlp'])
+def test_flops_monotone_in_k(kind):
+    for b, d in ((16, 16), (16, 64), (4, 32), (64, 64)):
+        f = [inner_flops(kind, k, b, d) for k in range(0, 9)]
+        assert all(x < y for x, y in zip(f, f[1:])), (kind, b, d, f)
+    lm = PonderLM.from_ttt(tiny('mamba', kind))
+    tot = [model_flops(lm, {k: 1.0})['total'] for k in KS]
+    assert all(x < y for x, y in zip(tot, tot[1:]))
+    assert all(signal_flops(s, kind, 4, 8, 4, 2, 50) > 0 for s in SIGNALS)
+    # a policy that computes a signal costs more than random allocation at the same mix
+    assert model_flops(lm, MIX, 'drop')['total'] > model_flops(lm, MIX, None)['total']
+
+def test_inner_flops_track_the_measured_matmul_flops():
+    "The analytic count's matmul part agrees with torch's FLOP counter on the K-step op (within 15%)."
+    from torch.utils.flop_counter import FlopCounterMode
+    b, d = 16, 16
+    XQ, XK, XV, lr, tok, lw, lb, P = random_inputs('linear', B=1, H=1, T=b, d=d, b=b, dtype=torch.float32)
+    for K in (1, 2, 4):
+        with FlopCounterMode(display=False) as fc:
+            ttt_ksteps('linear', XQ, XK, XV, lr, tok, lw, lb, P, torch.full((1,), K), signals=False)
+        measured = fc.get_total_flops()
+        analytic = inner_flops('linear', K, b, d)
+        assert measured <= analytic * 1.15 and measured >= 0.5 * analytic, (K, measured, analytic)
+
+# --- training paths ---
+
+def test_both_training_paths_reduce_the_loss():
+    toks = np.tile(np.arange(20), 200)
+    for pol in (None, Controller('entropy', MIX, window=8)):
+        lm = PonderLM.hybrid(['ttt'], vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=48, mini_batch_size=4)
+        log = train_lm(lm, toks, steps=12, seq_len=8, batch=4, lr=1e-2, policy=pol, warmup=2, log_every=4)['log']
+        assert log[-1][1] < log[0][1]
+
+# --- the papermill template ---
+
+def test_run_ponder_smoke(tmp_path):
+    pm = pytest.importorskip('papermill')
+    if not (ROOT / 'nbs' / 'run_ponder.ipynb').exists(): pytest.skip('nbs/run_ponder.ipynb not written yet')
+    out = tmp_path / 'out.ipynb'
+    params = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, mini_batch_size=4, seq_len=16,
+                  train_steps=3, train_steps_gated=2, train_batch=2, n_cal_docs=4, n_eval_docs=4, eval_len=16,
+                  n_random_seeds=1, oracle_iters=1, n_boot=50, hybrid=False, out_dir=str(tmp_path / 'ponder'))
+    pm.execute_notebook(str(ROOT / 'nbs' / 'run_ponder.ipynb'), str(out), parameters=params, kernel_name='python3',
+                        cwd=str(ROOT / 'nbs'), progress_bar=False)
+    res = json.loads((tmp_path / 'ponder' / 'results.json').read_text())
+    assert {'fixed_K1', 'random_mean2.3_s0', 'oracle_mean2.3'} <= set(res['methods'])
