@@ -46,6 +46,15 @@ def test_reset_rows():
         full = m(ids).logits
     assert (a[1] - fresh[0]).abs().max() < 1e-10 and (a[0] - full[0, 9:]).abs().max() < 1e-10
 
+def test_full_attention_cache_is_trimmed_after_reset():
+    "Keys before every row's reset are dropped, so a state-passing Transformer does not keep finished documents."
+    m = _model(None); ids = torch.randint(0, V, (2, 30))
+    with torch.no_grad():
+        st = m(ids[:, :20]).state; assert st.cached == 20
+        st = m(ids[:, 20:], state=st.reset([0, 1])).state
+        assert st.cached == 10 and st.seqlen == 30
+        st = m(ids[:, :5], state=st.reset([0])).state; assert st.cached == 15  # row 1 still sees its 10 + 5
+
 def test_state_methods():
     m = _model(4); ids = torch.randint(0, V, (3, 10))
     st = m(ids).state
