@@ -270,3 +270,20 @@ def test_cli_stream_on_trained_checkpoint(tmp_path, capsys, monkeypatch):
     ck = run / 'checkpoints' / 'step_000002'                              # a checkpoint folder directly
     assert main([str(ck), '-p', 'def f(x):', '--max-new-tokens', '8', '--ignore-eos']) == 0
     assert capsys.readouterr().out == t1 + '\n'
+
+
+def test_bench_static_decode_step_matches_eager():
+    "The benchmark's CUDA-graph decode body (static state buffers, one body per offset), run eagerly on CPU, follows model_step."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_generate', Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_generate.py')
+    bg = importlib.util.module_from_spec(spec); spec.loader.exec_module(bg)
+    m = make('ttt-linear-mamba')                                  # b = 4
+    lg, st = model_step(m, torch.tensor([list(b'static buffers')]))
+    gr, tok, es = bg.TTTDecodeGraphs(m, st), int(lg.argmax()), st
+    for i in range(9):                                             # across two mini-batch ends
+        with torch.no_grad():
+            gr.ids.fill_(tok); a = gr._body(gr.offset)[0]; gr.offset = (gr.offset + 1) % gr.b
+        b, es = model_step(m, torch.tensor([[tok]]), es)
+        assert torch.allclose(a.double(), b[0], atol=1e-5), i
+        tok = int(b.argmax())
+    assert gr.offset == es.offset
