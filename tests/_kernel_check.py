@@ -49,7 +49,7 @@ TOL = {'fp32': dict(out=1e-5, state=1e-5, grad=1e-4),
        'fp16': dict(out=2e-3, state=1e-4, grad=5e-3),
        'bf16': dict(out=1e-2, state=1e-3, grad=3e-2)}
 GPU_TOL = {'fp32': dict(out=5e-5, state=5e-5, grad=5e-4),   # fp32 inputs: tf32x3 dots
-           'fp16': dict(out=5e-3, state=5e-3, grad=2e-2),   # fp16/bf16 inputs: tf32 dots, fp32 state
+           'fp16': dict(out=5e-3, state=1e-2, grad=3e-2),   # fp16/bf16 inputs: tf32 dots, fp32 state
            'bf16': dict(out=2e-2, state=1e-2, grad=5e-2)}
 STATE = {'linear': ('W1', 'b1'), 'mlp': ('W1', 'b1', 'W2', 'b2')}
 MLP_OUTS = ('out', 'W1', 'b1', 'W2', 'b2', 'gW1', 'gb1', 'gW2', 'gb2')

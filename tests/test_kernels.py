@@ -17,7 +17,7 @@ from _kernel_check import (CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASES, SMEM
 @pytest.fixture(scope='module')
 def children():
     "Two child processes started together: the CPU grid in Triton's interpreter, and compiling the kernels for sm_90."
-    env = dict(os.environ, TTT_NB_IMPL='')
+    env = {k: v for k, v in os.environ.items() if k not in ('TTT_NB_IMPL', 'TRITON_INTERPRET')}
     run = lambda what, **kw: subprocess.Popen([sys.executable, str(HERE / '_kernel_check.py'), what], cwd=HERE.parent,
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     procs = dict(interpreted=run('cpu', env=dict(env, TRITON_INTERPRET='1')), compiled=run('compile', env=env))
