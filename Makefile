@@ -33,7 +33,7 @@ install: $(STAMP)
 sync-check: $(STAMP)
 	@tmp=$$(mktemp -d); cp -r ttt_nb nbs $$tmp/; \
 	cp README.md $$tmp/README.md 2>/dev/null || true; \
-	$(BIN)/nbdev_export; $(BIN)/nbdev_clean; $(PY) tools/nbpy.py to-md nbs/index.ipynb README.md; \
+	$(BIN)/nbdev_clean; $(BIN)/nbdev_export; $(PY) tools/nbpy.py to-md nbs/index.ipynb README.md; \
 	if ! cmp -s README.md $$tmp/README.md; then \
 	  echo "README.md was out of sync with nbs/index.ipynb: it has now been regenerated; review and commit."; rm -rf $$tmp; exit 1; fi; \
 	if ! diff -rq -x __pycache__ $$tmp/ttt_nb ttt_nb >/dev/null; then \

@@ -8,7 +8,7 @@
 A code cell whose first line is `# %% tags=["parameters"]` gets that papermill tag. Outputs are dropped:
 notebooks in nbs/ are committed clean (nbdev_clean). The notebook stays the source of truth.
 """
-import json, re, sys
+import hashlib, json, re, sys
 from pathlib import Path
 
 _HDR = re.compile(r'^# %%(?P<md> \[markdown\])?(?: tags=(?P<tags>\[.*\]))?\s*$')
@@ -38,8 +38,22 @@ def py_to_cells(text):
         out.append(cell)
     return out
 
+def _assign_ids(cells, old_nb):
+    "Cell ids: a cell whose source is unchanged keeps its old id; a new one gets an id from its source, so exports are stable."
+    old = {}
+    for c in (old_nb or {}).get('cells', []):
+        if c.get('id'): old.setdefault(''.join(c['source']), c['id'])
+    used = set()
+    for c in cells:
+        src = ''.join(c['source'])
+        cid = old.get(src) or hashlib.sha1(src.encode()).hexdigest()[:8]
+        while cid in used: cid = hashlib.sha1((cid + src).encode()).hexdigest()[:8]
+        used.add(cid); c['id'] = cid
+    return cells
+
 def to_nb(src, dst):
-    nb = dict(cells=py_to_cells(Path(src).read_text()), nbformat=4, nbformat_minor=5,
+    old = json.loads(Path(dst).read_text()) if Path(dst).exists() else None
+    nb = dict(cells=_assign_ids(py_to_cells(Path(src).read_text()), old), nbformat=4, nbformat_minor=5,
               metadata=dict(kernelspec=dict(display_name='python3', language='python', name='python3')))
     Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
 
