@@ -47,7 +47,7 @@ def one(preset:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
         row = dict(preset=preset, device=str(tr.device), precision=str(tr.precision).replace('torch.', ''), seq_len=seq_len,
                    batch_size=batch_size, timed_steps=steps, warmup_steps=warmup, seconds=round(dt, 3),
                    s_per_step=round(dt / steps, 3), tokens_per_s=round(tok_s, 1), n_params=n, n_params_no_embedding=n - n_emb,
-                   threads=torch.get_num_threads(), last_loss=losses[-1])
+                   threads=torch.get_num_threads(), last_loss=losses[-1], load_avg_1min=round(os.getloadavg()[0], 2))
         if cuda:
             row['peak_mem_gib'] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             name = torch.cuda.get_device_name(0)
@@ -64,7 +64,9 @@ def demo(run:Path) -> dict:
     conf = json.loads((run / 'config.json').read_text())
     summ = json.loads((run / 'train_summary.json').read_text())
     log = [json.loads(l) for l in (run / 'log.jsonl').read_text().splitlines()]
-    held = [(r['step'], r['heldout_loss']) for r in log if r.get('heldout_loss') is not None]
+    every = conf['eval_every'] or conf['steps']   # logs before the held-out-only lines carried the latest value on every step
+    held = [(r['step'], r['heldout_loss']) for r in log if r.get('heldout_loss') is not None
+            and (r['step'] % every == 0 or r['step'] == summ['step'])]
     curve, seen = [], set()
     for s, h in held:
         if s not in seen: seen.add(s); curve.append([s, round(h, 4)])
@@ -73,7 +75,17 @@ def demo(run:Path) -> dict:
                 batch_size=conf['batch_size'], steps=summ['step'], state=summ['state'], reason=summ['reason'],
                 heldout_start=summ['start_heldout_loss'], heldout_end=summ['heldout_loss'], final_train_loss=summ['final_loss'],
                 wall_s=summ['elapsed_s'], tokens_seen=summ['tokens_seen'], heldout_curve=curve,
-                hardware=conf['run']['hardware'], corpus_hash=(conf['run'].get('data') or {}).get('corpus_hash'))
+                hardware=conf['run']['hardware'], corpus_hash=(conf['run'].get('data') or {}).get('corpus_hash'),
+                eval=_eval_headline(run / 'eval' / 'summary.json'))
+
+
+def _eval_headline(p:Path):
+    "Full-context vs strided-SW perplexity at the probe points, from the evaluator's summary (None if absent)."
+    if not p.exists(): return None
+    s = json.loads(p.read_text())
+    probes = {k[len('ttt_ppl_at_'):]: dict(ttt=round(v, 3), sw=round(s['sw_ppl_at_' + k[len('ttt_ppl_at_'):]], 3))
+              for k, v in s.items() if k.startswith('ttt_ppl_at_')}
+    return dict(n_docs=s.get('n_docs'), n_tokens=s.get('n_tokens'), stride=s.get('config', {}).get('stride'), probes=probes)
 
 
 def write_md(res:dict):
@@ -83,23 +95,31 @@ def write_md(res:dict):
          f"torch {res['hardware'].get('torch')}, ttt_nb {res['hardware'].get('ttt_nb')}", '',
          'One optimizer step = batch_size x seq_len tokens (state passing on, TBPTT 1 segment, AdamW, grad clip). '
          'Peak memory: CPU max RSS of the process (model, optimizer, activations, Python, torch); GPU max_memory_allocated.', '',
-         '| preset | device | precision | W | B | params | s/step | tokens/s | peak mem (GiB) | MFU |', '|---|---|---|---|---|---|---|---|---|---|']
+         'The CPU is shared: the 1-minute load average at the end of each measurement is in the last column '
+         '(2 cores; a load far above 2 means the numbers are several times lower than on an idle machine).', '',
+         '| preset | device | precision | W | B | params | s/step | tokens/s | peak mem (GiB) | MFU | load |', '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
         if 'error' in r:
-            L.append(f"| {r['preset']} | {r.get('device', '?')} | | | | | | {r['error']} | | |"); continue
+            L.append(f"| {r['preset']} | {r.get('device', '?')} | | | | | | {r['error']} | | | |"); continue
         mem = r.get('peak_mem_gib', r.get('peak_rss_gib'))
         mfu = 'n/a (fp32 CPU)' if r['mfu'] is None else f"{100 * r['mfu']:.1f}%"
         L.append(f"| {r['preset']} | {r['device']} | {r['precision']} | {r['seq_len']} | {r['batch_size']} | {r['n_params'] / 1e6:.2f}M | "
-                 f"{r['s_per_step']} | {r['tokens_per_s']:,.0f} | {mem} | {mfu} |")
+                 f"{r['s_per_step']} | {r['tokens_per_s']:,.1f} | {mem} | {mfu} | {r.get('load_avg_1min')} |")
     L += ['', 'GPU (bf16, W=2048, MFU): not measured (this task had no GPU); the same command measures it on one.', '']
     if d := res.get('demo'):
         L += ['## Demonstration run', '', f"Command: `{d['command']}`", '',
               f"{d['preset']} preset, corpus {d['corpus']} (hash {str(d['corpus_hash'])[:12]}), {d['tokenizer']} tokens, W={d['seq_len']}, "
               f"B={d['batch_size']}, {d['steps']} optimizer steps ({d['tokens_seen']:,} tokens), {d['state']} ({d['reason']}), "
               f"wall time {d['wall_s'] / 60:.1f} min on {d['hardware'].get('cpu')} ({d['hardware'].get('cpu_count')} shared cores).", '',
-              f"Held-out loss (nats/token, {d['corpus']} validation segments, each from the learned initial state): "
+              f"Held-out loss (nats/token; the same {d['corpus']} validation segments every time, consecutive segments of each row "
+              f"with the state passed as in training): "
               f"**{d['heldout_start']:.3f} at step 0 -> {d['heldout_end']:.3f} at step {d['steps']}**; final train loss {d['final_train_loss']:.3f}.", '',
               '| step | held-out loss |', '|---|---|'] + [f'| {s} | {h} |' for s, h in d['heldout_curve']] + ['']
+        if e := d.get('eval'):
+            L += [f"The evaluator (`ttt_nb.eval.evaluate_run`, run by the trainer at the end) on {e['n_docs']} validation documents "
+                  f"({e['n_tokens']:,} tokens), perplexity of the bin around r*W, full context vs strided sliding window (S={e['stride']}). "
+                  "One seed, 100 steps of a tiny model: an illustration of the pipeline, not a finding (CIs in the run's eval/summary.json).", '',
+                  '| r | full context | SW |', '|---|---|---|'] + [f"| {r} | {v['ttt']} | {v['sw']} |" for r, v in e['probes'].items()] + ['']
     MD.write_text('\n'.join(L))
 
 
