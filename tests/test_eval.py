@@ -196,11 +196,12 @@ def test_edges_and_probes():
     pe = probe_edges(64); assert pe['1'] == (32, 96) and pe['0.5'] == (1, 64) and pe['20'] == (1248, 1312)
     assert len(sweep_lengths(64)) == 20 and sweep_lengths(64)[0] == 32 and sweep_lengths(64)[-1] == 640
 
-def test_probe_counts_only_documents_covering_the_bin():
+def test_probe_counts_only_documents_reaching_rW():
     a, b = _synthetic(0.1, D=6, T=200)
-    a += [np.r_[np.nan, np.ones(140)]]; b += [np.r_[np.nan, np.ones(140)]]   # too short for the probe at 7W = 140
+    a += [np.r_[np.nan, np.ones(138)]]; b += [np.r_[np.nan, np.ones(138)]]   # positions up to 138 < 7W = 140: not counted
+    a += [np.r_[np.nan, np.ones(140)]]; b += [np.r_[np.nan, np.ones(140)]]   # reaches 140: counted with positions 130..140
     s = summarize({'full': a, 'sw_strided': b}, W=20, ratios=(7,), min_docs=2, n_boot=100)
-    p = s['probes'][0]; assert p['docs'] == 6 and p['tokens'] == 6 * 20
+    p = s['probes'][0]; assert (p['lo'], p['hi']) == (130, 150) and p['docs'] == 7 and p['tokens'] == 6 * 20 + 11
 
 def test_length_sweep_skips_and_lists():
     a, b = _synthetic(0.1, D=6, T=200)
@@ -271,3 +272,20 @@ def test_cli(tmp_path, monkeypatch, capsys):
                      (args + ['--baselines', 'foo'], 'unknown baselines')]:
         with pytest.raises(SystemExit) as e: main(bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, msg
+
+def test_far_beyond_W_with_ttt(tmp_path):
+    "Documents of 25 W through a TTT model in pieces: the probe at 20W is reported, 50W and 100W are skipped and listed."
+    m, W = _ttt(b=4), 8
+    docs = _docs(lens=(25 * W + 1,) * 5)
+    s = evaluate_run(m, docs, W, tmp_path, stride=4, truncation=True, chunk=24, min_docs=5, n_boot=100, figures=False)
+    assert [p['r'] for p in s['probes']][-1] == 20 and [p['r'] for p in s['probes_skipped']] == [50, 100]
+    assert s['probes'][-1]['tokens'] == 5 * (W // 2 + 1) and s['ttt_ppl_at_20xW'] > 0  # docs cut at 20W + 1: positions 20W-W/2..20W
+    assert s['length_sweep']['lengths'][-1] == 10 * W and not s['length_sweep']['skipped']
+
+def test_seed_verdicts():
+    from ttt_nb.eval import seed_verdicts
+    mk = lambda lo, hi: dict(probes=[dict(r=2.0, diff={'full-sw_strided': dict(mean=(lo + hi) / 2, lo=lo, hi=hi)})])
+    assert seed_verdicts([mk(-.3, -.1)] * 3)[0]['verdict'] == 'full better'
+    assert seed_verdicts([mk(-.3, -.1)] * 2)[0]['verdict'] == 'no claim'
+    assert seed_verdicts([mk(-.3, -.1), mk(-.3, -.1), mk(-.1, .1)])[0]['verdict'] == 'no claim'
+    assert seed_verdicts([mk(.1, .2)] * 3)[0]['verdict'] == 'sw_strided better'

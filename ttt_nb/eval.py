@@ -225,7 +225,7 @@ def length_sweep(nll:dict,        # method name -> per-document NLL arrays (same
             for k in ('ppl', 'lo', 'hi'): res['methods'][m][k].append(float(b[k][0]))
     return res
 
-# %% ../nbs/10_eval.ipynb #6696413f
+# %% ../nbs/10_eval.ipynb #e181f1b1
 SCHEMA = 'ttt_nb.eval.summary/v1'
 
 def summarize(
@@ -265,7 +265,8 @@ def summarize(
     pe = probe_edges(W, ratios)
     out['probes'], out['probes_skipped'] = [], []
     for r, (lo_, hi_) in pe.items():
-        whole = np.array([len(x) >= hi_ for x in nll['full']])[:, None]   # only documents that cover the whole probe bin
+        pos = int(round(float(r) * W))
+        whole = np.array([len(x) > pos for x in nll['full']])[:, None]   # only documents that reach position rW
         sums = {m: tuple(a * whole for a in bin_sums(xs, np.array([lo_, hi_]))) for m, xs in nll.items()}
         N = sums['full'][1]; nd = int((N > 0).sum())
         if nd < min_docs: out['probes_skipped'].append(dict(r=float(r), lo=lo_, hi=hi_, docs=nd)); continue
