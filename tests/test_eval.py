@@ -289,3 +289,19 @@ def test_seed_verdicts():
     assert seed_verdicts([mk(-.3, -.1)] * 2)[0]['verdict'] == 'no claim'
     assert seed_verdicts([mk(-.3, -.1), mk(-.3, -.1), mk(-.1, .1)])[0]['verdict'] == 'no claim'
     assert seed_verdicts([mk(.1, .2)] * 3)[0]['verdict'] == 'sw_strided better'
+
+def test_cli_reads_the_training_run(tmp_path, monkeypatch):
+    "A checkpoint inside a run folder: W, corpus, tokenizer, seed from config.json; step and losses from meta.json."
+    monkeypatch.setenv('TTT_NB_CACHE', str(tmp_path / 'cache'))
+    run = tmp_path / 'run'; ck = run / 'checkpoints' / 'step_000010'
+    torch.manual_seed(0)
+    TransformerForCausalLM(TransformerConfig(vocab_size=257, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16)).save_pretrained(ck)
+    (run / 'config.json').write_text(json.dumps(dict(seq_len=16, corpus='synthetic-recall', tokenizer='byte', seed=3)))
+    (ck / 'meta.json').write_text(json.dumps(dict(step=10, loss=2.0, heldout_loss=2.1)))
+    (run / 'train_summary.json').write_text(json.dumps(dict(converged=False)))
+    s = main([str(ck), '--corpus-opt', 'n_docs=6', '--corpus-opt', 'min_gap=64', '--max-multiple', '5', '--min-docs', '3',
+              '--n-boot', '50', '--no-figures', '--out', str(tmp_path / 'ev')])
+    assert s['W'] == 16 and s['step'] == 10 and s['data']['corpus'] == 'synthetic-recall' and s['data']['tokenizer'] == 'byte'
+    assert s['training']['seeds'] == [3] and s['training']['converged'] is False and s['training']['heldout_loss'] == 2.1
+    assert not list((tmp_path / 'ev').glob('*.png'))
