@@ -182,8 +182,9 @@ def test_run_ponder_smoke(tmp_path):
     if not (ROOT / 'nbs' / 'run_ponder.ipynb').exists(): pytest.skip('nbs/run_ponder.ipynb not written yet')
     out = tmp_path / 'out.ipynb'
     params = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, mini_batch_size=4, seq_len=16,
-                  train_steps=3, train_steps_gated=2, train_batch=2, n_cal_docs=4, n_eval_docs=4, eval_len=16,
-                  n_random_seeds=1, oracle_iters=1, n_boot=50, hybrid=False, out_dir=str(tmp_path / 'ponder'))
+                  train_steps=2, train_steps_gated=1, train_batch=2, n_cal_docs=3, n_eval_docs=3, eval_len=8,
+                  pieces_per_doc=1, mixes={'mean2.3': {1: 0.3, 2: 0.4, 4: 0.3}}, n_random_seeds=1, oracle_iters=1,
+                  n_boot=20, hybrid=False, out_dir=str(tmp_path / 'ponder'))
     pm.execute_notebook(str(ROOT / 'nbs' / 'run_ponder.ipynb'), str(out), parameters=params, kernel_name='python3',
                         cwd=str(ROOT / 'nbs'), progress_bar=False)
     res = json.loads((tmp_path / 'ponder' / 'results.json').read_text())
