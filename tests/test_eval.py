@@ -16,7 +16,7 @@ def _ttt(V=40, b=4, backbone=None, layers=2, seed=0, lr0=False):
     cfg = ttt_config.TTTConfig.from_preset('tiny', backbone=backbone, vocab_size=V, hidden_size=32, num_attention_heads=2,
                                            intermediate_size=48, mini_batch_size=b, num_hidden_layers=layers)
     m = ttt_model.TTTForCausalLM(cfg).double().eval()
-    if lr0: m.config.ttt_base_lr = 0.0  # TTTConfig validation refuses 0; the layers read the shared config at call time
+    if lr0: m.config.ttt_base_lr = 0.0  # the layers read the shared config at call time
     return m
 
 def _transformer(V=40, seed=0):

@@ -10,7 +10,7 @@ from transformers import PreTrainedConfig, AutoConfig
 # %% auto #0
 __all__ = ['PRESETS', 'BACKBONES', 'LAYER_TYPES', 'IMPLS', 'TTTConfig']
 
-# %% ../nbs/04_config.ipynb #ba7fa31f
+# %% ../nbs/04_config.ipynb #e21f00f5
 PRESETS = {  # the official sizes (ttt-lm-pytorch TTT_STANDARD_CONFIGS); 'tiny' trains on a 2-core CPU
     'tiny': dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4),
     '125m': dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12),
@@ -82,7 +82,7 @@ class TTTConfig(PreTrainedConfig):
         need(isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1, f"mini_batch_size must be an int >= 1, got {mb!r}")
         need(self.ttt_layer_type in LAYER_TYPES, f"unknown ttt_layer_type {self.ttt_layer_type!r}: use one of {LAYER_TYPES}")
         need(self.ttt_impl in IMPLS, f"unknown ttt_impl {self.ttt_impl!r}: use one of {IMPLS}")
-        need(float(self.ttt_base_lr) > 0, f"ttt_base_lr must be > 0, got {self.ttt_base_lr!r}")
+        need(float(self.ttt_base_lr) >= 0, f"ttt_base_lr must be >= 0 (0 freezes the inner loop: a no-memory control), got {self.ttt_base_lr!r}")
         need(self.pretraining_tp == 1, f"pretraining_tp={self.pretraining_tp} is not supported: set it to 1 (the same function)")
         need(self.hidden_act == 'silu', f"hidden_act={self.hidden_act!r} is not supported: the SwiGLU MLP uses 'silu'")
         for f in ('use_gate', 'share_qk', 'pre_conv', 'tie_word_embeddings'):
