@@ -1,4 +1,4 @@
-"Run the trainer on the stand-in LM in its own process (for kill/resume and two-process tests): _train_run.py CONFIG.json [--resume]."
+"Run the trainer on the stand-in LM in its own process (two-process test under torchrun): _train_run.py CONFIG.json [--resume]."
 import sys, os, json
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
