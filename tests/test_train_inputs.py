@@ -46,3 +46,17 @@ def test_missing_corpus_and_pretrained(tmp_path, cache):
 def test_window_not_multiple_of_mini_batch(tmp_path):
     with pytest.raises(ValueError, match=r'seq_len=18 must be a multiple of the TTT mini_batch_size=4'):
         Trainer(cfg_(tmp_path, corpus='python-stdlib', split='train', heldout_split='validation', seq_len=18), model=StandinLM(257))
+
+
+def test_cli_error_is_one_clear_line(tmp_path, capsys):
+    "ttt-train reports bad input as `ttt-train: error: ...` with exit status 2 (no traceback)."
+    from ttt_nb.train import main
+    with pytest.raises(SystemExit) as e:
+        main(['--tokenizer', str(tmp_path / 'missing-tok'), '--out-dir', str(tmp_path / 'run'), '--steps', '2', '--warmup-steps', '1',
+              '--wandb', 'disabled'])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('ttt-train: error: tokenizer folder not found') and 'Traceback' not in err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / 'no-such-config.yaml')])
+    assert 'config file not found' in capsys.readouterr().err
