@@ -2,7 +2,7 @@
 """Training throughput (tokens/s) and peak memory of `ttt_nb.train.Trainer` for the tiny and 125m presets.
 
     python benchmarks/bench_train.py                      # CPU: float32, small W and batch (defaults below)
-    python benchmarks/bench_train.py --presets tiny       # one preset only
+    python benchmarks/bench_train.py --presets tiny       # one preset only (the other rows are kept)
     python benchmarks/bench_train.py --demo runs/demo     # record a finished `ttt-train` run (held-out loss start -> end)
 
 On a GPU the same command trains in bf16 autocast at W=2048 and reports MFU = 6 * N * tokens/s / peak bf16
@@ -97,15 +97,18 @@ def write_md(res:dict):
          'Peak memory: CPU max RSS of the process (model, optimizer, activations, Python, torch); GPU max_memory_allocated.', '',
          'The CPU is shared: the 1-minute load average at the end of each measurement is in the last column '
          '(2 cores; a load far above 2 means the numbers are several times lower than on an idle machine).', '',
-         '| preset | device | precision | W | B | params | s/step | tokens/s | peak mem (GiB) | MFU | load |', '|---|---|---|---|---|---|---|---|---|---|---|']
+         '| preset | device | precision | W | B | params | s/step | tokens/s | peak mem (GiB) | MFU | load | measured |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
         if 'error' in r:
-            L.append(f"| {r['preset']} | {r.get('device', '?')} | | | | | | {r['error']} | | | |"); continue
+            L.append(f"| {r['preset']} | {r.get('device', '?')} | | | | | | {r['error']} | | | | |"); continue
         mem = r.get('peak_mem_gib', r.get('peak_rss_gib'))
         mfu = 'n/a (fp32 CPU)' if r['mfu'] is None else f"{100 * r['mfu']:.1f}%"
         L.append(f"| {r['preset']} | {r['device']} | {r['precision']} | {r['seq_len']} | {r['batch_size']} | {r['n_params'] / 1e6:.2f}M | "
-                 f"{r['s_per_step']} | {r['tokens_per_s']:,.1f} | {mem} | {mfu} | {r.get('load_avg_1min')} |")
-    L += ['', 'GPU (bf16, W=2048, MFU): not measured (this task had no GPU); the same command measures it on one.', '']
+                 f"{r['s_per_step']} | {r['tokens_per_s']:,.1f} | {mem} | {mfu} | {r.get('load_avg_1min')} | {r.get('measured', res['created'])} |")
+    L += ['', 'params: with the 257-token byte vocabulary (tied embeddings), so 125m counts about 86M here. '
+          '125m on this CPU: 2 timed steps at W=64, B=1 only (a longer run did not fit the session); the TTT reference inner loop '
+          '(ttt_nb.ops.ttt_ref) dominates CPU time.', '',
+          'GPU (bf16, W=2048, MFU): not measured (this task had no GPU); the same command measures it on one.', '']
     if d := res.get('demo'):
         L += ['## Demonstration run', '', f"Command: `{d['command']}`", '',
               f"{d['preset']} preset, corpus {d['corpus']} (hash {str(d['corpus_hash'])[:12]}), {d['tokenizer']} tokens, W={d['seq_len']}, "
@@ -144,10 +147,13 @@ def main():
         r = subprocess.run([sys.executable, __file__, '--one', preset], capture_output=True, text=True)
         line = [l for l in r.stdout.splitlines() if l.startswith('ROW ')]
         rows.append(json.loads(line[-1][4:]) if line else dict(preset=preset, error=(r.stderr.strip().splitlines() or ['failed'])[-1][:200]))
-        print(rows[-1], flush=True)
+        rows[-1]['measured'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()); print(rows[-1], flush=True)
     res = dict(created=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), command='python benchmarks/bench_train.py ' + ' '.join(sys.argv[1:]),
                sizes=SIZES[kind], hardware=hardware_info(), rows=rows, gpu='not measured' if kind == 'cpu' else 'measured')
     if 'demo' in old: res['demo'] = old['demo']
+    measured = {r['preset'] for r in rows}   # presets not measured this time keep their earlier rows (and say when)
+    for r in old.get('rows', []):
+        if r['preset'] not in measured: res['rows'].append(dict(r, measured=r.get('measured', old.get('created'))))
     write_json_atomic(res, RESULTS); write_md(res)
 
 
