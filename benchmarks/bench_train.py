@@ -90,7 +90,8 @@ def _eval_headline(p:Path):
 
 def write_md(res:dict):
     L = ['# Training throughput (`ttt_nb.train`)', '',
-         f"Command: `{res['command']}`  ", f"Measured: {res['created']}  ",
+         "Command: `python benchmarks/bench_train.py` (all presets; `--presets tiny` or `--presets 125m` re-measures one row, "
+         "keeping the others)  ", f"Last written: {res['created']}  ",
          f"Hardware: {res['hardware'].get('cpu')} ({res['hardware'].get('cpu_count')} cores, shared), GPU: {res['hardware'].get('gpu') or 'none'}, "
          f"torch {res['hardware'].get('torch')}, ttt_nb {res['hardware'].get('ttt_nb')}", '',
          'One optimizer step = batch_size x seq_len tokens (state passing on, TBPTT 1 segment, AdamW, grad clip). '
@@ -107,7 +108,7 @@ def write_md(res:dict):
                  f"{r['s_per_step']} | {r['tokens_per_s']:,.1f} | {mem} | {mfu} | {r.get('load_avg_1min')} | {r.get('measured', res['created'])} |")
     L += ['', 'params: with the 257-token byte vocabulary (tied embeddings), so 125m counts about 86M here. '
           '125m on this CPU: 2 timed steps at W=64, B=1 only (a longer run did not fit the session); the TTT reference inner loop '
-          '(ttt_nb.ops.ttt_ref) dominates CPU time.', '',
+          '(ttt_nb.ops.ttt_ref) and its backward take a large share of the CPU time (profiled on tiny).', '',
           'GPU (bf16, W=2048, MFU): not measured (this task had no GPU); the same command measures it on one.', '']
     if d := res.get('demo'):
         L += ['## Demonstration run', '', f"Command: `{d['command']}`", '',
