@@ -199,3 +199,21 @@ def test_wandb_mode_never_needs_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv('WANDB_MODE', raising=False)
     assert resolve_wandb_mode('auto') == 'offline' and resolve_wandb_mode('disabled') == 'disabled'
     monkeypatch.setenv('WANDB_MODE', 'disabled'); assert resolve_wandb_mode('auto') == 'disabled'
+
+
+def test_sigterm_stops_cleanly(tmp_path):
+    "SIGTERM (a scheduler's preemption) stops the run with state 'stopped' and a reason; resume continues from the last checkpoint."
+    cfg = cfg_(tmp_path, steps=6, save_every=1, keep_last=10, n_checkpoints=0)
+    tr = build(cfg)
+    fwd = tr.model.forward
+    def term(x, **kw):
+        if tr.step == 3 and tr.model.training: os.kill(os.getpid(), signal.SIGTERM)
+        return fwd(x, **kw)
+    tr.model.forward = term; tr.fwd = tr.model
+    before = signal.getsignal(signal.SIGTERM)
+    s = tr.fit()
+    assert signal.getsignal(signal.SIGTERM) is before                    # the handler is restored
+    assert s['state'] == 'stopped' and 'SIGTERM' in s['reason'] and s['step'] == 3
+    assert json.loads((Path(cfg.out_dir) / 'status.json').read_text())['state'] == 'stopped'
+    b = build(cfg); b.fit(resume=True)
+    assert b.step == 6
