@@ -165,8 +165,8 @@ def _env(**kw):
 
 
 def test_two_process_gloo_matches_single_process(tmp_path):
-    "torchrun with 2 gloo processes (2 rows each) gives the losses and weights of one process with 4 rows."
-    kw = dict(steps=3, n_checkpoints=1, eval_every=3, grad_accum=1)
+    "torchrun with 2 gloo processes (2 rows each, in 2 accumulation chunks, TBPTT 2) gives the losses and weights of one process with 4 rows."
+    kw = dict(steps=3, n_checkpoints=1, eval_every=3, grad_accum=2, tbptt=2)
     one, p1 = _write_cfg(tmp_path / 'one', 'cfg', **kw)
     two, p2 = _write_cfg(tmp_path / 'two', 'cfg', **kw)
     r1 = subprocess.Popen([PY, HERE / '_train_run.py', p1], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
