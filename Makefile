@@ -11,7 +11,7 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install test sync-check nbdev-test pytest run clean bench help
+.PHONY: install test sync-check nbdev-test pytest run report clean bench help
 
 help:
 	@echo "make run    train + evaluate the main job on the embedded default corpus (CPU, no download)"
@@ -52,11 +52,23 @@ pytest: $(STAMP)
 
 test: sync-check nbdev-test pytest
 
+# CPU benchmarks (JSON under benchmarks/results/); run them on a quiet machine
 bench: $(STAMP)
-	$(PY) benchmarks/bench_ref_cpu.py
+	$(PY) benchmarks/bench_ref_cpu.py --threads 1
+	$(PY) benchmarks/bench_eval.py --threads 1
+	$(PY) benchmarks/bench_generate.py --threads 1
+	$(PY) benchmarks/bench_train.py
+	TRITON_INTERPRET=1 $(PY) benchmarks/bench_kernels.py --smoke
 
+# The main job: the curriculum template with its defaults (python-stdlib, byte tokenizer, tiny preset, CPU)
 run: $(STAMP)
-	$(PY) -m ttt_nb.cli run-default --out runs
+	$(PY) -c "from ttt_nb.curriculum import run_default; run_default('runs')"
+	@if command -v quarto >/dev/null; then $(MAKE) report; else echo "quarto not found: the results site (reports/) was not rendered"; fi
+
+# The results site: checked always, rendered where Quarto is installed
+report: $(STAMP)
+	$(PY) tools/check_site.py
+	@if command -v quarto >/dev/null; then quarto render; else echo "quarto not found: site checked, not rendered"; fi
 
 clean:
 	rm -rf _docs _proc _site runs .pytest_cache
