@@ -23,7 +23,7 @@ __all__ = ['FIG_DPI', 'FIGURE_TITLES', 'COMPARE_TITLES', 'curriculum_config', 'p
            'shrink_png', 'slim_notebook', 'publish_run', 'publish_comparison', 'results_markdown', 'fmt_r_',
            'write_results_page', 'status_main', 'compare_main', 'sweep_main']
 
-# %% ../nbs/13_curriculum.ipynb #18b1e40f
+# %% ../nbs/13_curriculum.ipynb #54c07a42
 FIG_DPI = 110  # PNGs for the results site: small
 
 def curriculum_config(
@@ -31,12 +31,12 @@ def curriculum_config(
     corpus:str='python-stdlib',    # ttt_nb.data corpus name or path (e.g. /work/shared/data/wikitext-2-raw)
     tokenizer:str='byte',          # 'byte', 'gpt2' or a tokenizer folder
     preset:str='tiny',             # TTTConfig size preset
-    steps:int=60,                  # optimizer steps
+    steps:int=600,                 # optimizer steps
     batch_size:int=8,              # rows per optimizer step
     lr:float=3e-3,                 # peak learning rate
-    n_checkpoints:int=4,           # evenly spaced checkpoints, step 0 and the last included; each is evaluated
+    n_checkpoints:int=6,           # evenly spaced checkpoints, step 0 and the last included; each is evaluated
     eval_max_mult:float=20,        # furthest probe point, in W (lowered to 10, 5, 2 if too few documents are long enough)
-    eval_docs:int=8,               # held-out documents evaluated (the same at every checkpoint)
+    eval_docs:int=16,              # held-out documents evaluated (the same at every checkpoint)
     stride:int=16,                 # S of the strided sliding window (clamped to W)
     state_passing:bool=True,       # carry the state across consecutive training segments (TBPTT)
     seed:int=0,                    # model init and data order
