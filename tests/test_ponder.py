@@ -9,7 +9,7 @@ from ttt_nb.model import TTTForCausalLM
 from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, random_inputs, ln_fwd
 from ttt_nb.ponder import (KS, SIGNALS, ttt_ksteps, PonderLM, ponder_run, run_docs, Fixed, RandomK, Threshold, Controller,
                            Replay, calibrate, quantile_thresholds, realized_mix, mean_k, oracle_run, inner_flops, model_flops,
-                           signal_flops, train_lm, _f_res)
+                           signal_flops, train_lm, oracle_at_mean_k, oracle_docs, _f_res)
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = {1: 0.3, 2: 0.4, 4: 0.3}
@@ -139,6 +139,15 @@ def test_oracle_follows_its_choices(mamba):
     assert cand.shape == (2, 3, len(KS))
     # each mini-batch's chosen loss is the best branch's
     assert torch.allclose(cand.min(-1).values, torch.stack([o.nll[:, 4 * m:4 * m + 4].mean(1) for m in range(3)], 1), atol=1e-12)
+
+def test_oracle_price_reaches_a_target_mean_k(mamba):
+    _, lm = mamba
+    torch.manual_seed(4)
+    ids = torch.randint(0, 50, (4, 16))
+    free, _ = oracle_docs(lm, ids, KS)
+    target = 0.5 * free.K.double().mean().item()
+    r, lam = oracle_at_mean_k(lm, ids, target, KS, iters=12)
+    assert lam > 0 and abs(r.K.double().mean().item() - target) < 0.5
 
 # --- compute accounting ---
 

@@ -412,7 +412,7 @@ def calibrate(lm:PonderLM,        # the model
         pol = Threshold(signal, quantile_thresholds(res.signals[signal][:, 1:], mix), ks)
     return pol
 
-# %% ../nbs/12_ponder.ipynb #a85c6df7
+# %% ../nbs/12_ponder.ipynb #236c20ff
 def _pick(choice:Tensor, branches:list):
     "Per row, the element of branches[choice[row]] (nested dicts/tuples/lists of [B,...] tensors)."
     x = branches[0]
@@ -454,17 +454,17 @@ def oracle_docs(lm, docs:Tensor, ks=KS, lam:float=0.0, follow=None, batch:int=16
                        {s: torch.cat([p.signals[s] for p, _ in parts]) for s in SIGNALS})
     return res, torch.cat([c for _, c in parts])
 
-def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=5, batch:int=16, lam_hi:float=1.0) -> tuple:
-    "(PonderResult, lam): the greedy oracle with the price per step `lam` bisected so its mean K is near `target`."
+def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0) -> tuple:
+    "(PonderResult, lam): the greedy oracle with the price per step `lam` bisected (log scale) so its mean K is near `target`."
     res, _ = oracle_docs(lm, docs, ks, 0.0, None, batch)
-    if res.K.double().mean() <= target: return res, 0.0
-    lo, hi, best = 0.0, lam_hi, (res, 0.0)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
+    if res.K.double().mean() <= target: return res, 0.0                  # the free oracle already spends no more than target
+    best = (res, 0.0)
+    for _ in range(iters):                                               # per-step prices span orders of magnitude: bisect log(lam)
+        mid = math.sqrt(lam_lo * lam_hi)
         r, _ = oracle_docs(lm, docs, ks, mid, None, batch)
         mk = r.K.double().mean().item()
         if abs(mk - target) < abs(best[0].K.double().mean().item() - target): best = (r, mid)
-        lo, hi = (mid, hi) if mk > target else (lo, mid)
+        lam_lo, lam_hi = (mid, lam_hi) if mk > target else (lam_lo, mid)
     return best
 
 # %% ../nbs/12_ponder.ipynb #7a0054c9
