@@ -1002,7 +1002,7 @@ def write_results_page(reports_dir='reports') -> Path:
                  '(every paired CI excluding zero the same way).\n\n' + results_markdown(reports_dir))
     return p
 
-# %% ../nbs/13_curriculum.ipynb #fe12cce6
+# %% ../nbs/13_curriculum.ipynb #e86850c8
 def status_main(argv:list=None):
     "Console script `ttt-status`."
     p = argparse.ArgumentParser(prog='ttt-status', description='Progress of a running or finished curriculum (or training) run, and whether it crashed.')
@@ -1018,8 +1018,7 @@ def status_main(argv:list=None):
         if not a.loop or st['state'] != 'running': break
         time.sleep(a.interval)
     code = {'crashed': 1, 'missing': 2}.get(st['state'], 0)
-    if code: sys.exit(code)
-    return st
+    if code: sys.exit(code)   # console scripts return None: sys.exit(main()) must see no object
 
 def compare_main(argv:list=None):
     "Console script `ttt-compare`."
@@ -1031,7 +1030,6 @@ def compare_main(argv:list=None):
     except (ValueError, FileNotFoundError) as e: print(f"ttt-compare: error: {e}", file=sys.stderr); sys.exit(2)
     for k, v in res['figures'].items(): print(f"{k}: {v}")
     print(table_markdown(res['table']))
-    return res
 
 def sweep_main(argv:list=None):
     "Console script `ttt-sweep`."
@@ -1043,7 +1041,6 @@ def sweep_main(argv:list=None):
     a = p.parse_args(argv)
     res = run_sweep(a.sweep, a.out, only=a.only, kernel=a.kernel)
     if res['failed']: sys.exit(1)
-    return res
 
 def _main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
