@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_generate.py --threads 1
 	$(PY) benchmarks/bench_train.py
 	TRITON_INTERPRET=1 $(PY) benchmarks/bench_kernels.py --smoke
+	$(PY) tools/benchmarks_md.py
 
 # The main job: the curriculum template with its defaults (python-stdlib, byte tokenizer, tiny preset, CPU)
 run: $(STAMP)
