@@ -18,12 +18,27 @@ The CPU machine has 2 cores; when it was shared with other jobs the sections say
 load average, and ratios rather than absolute times are the point.
 """
 
+def _demote(body:str, top:int=3) -> str:
+    "Shift the fragment's headings so that its highest one sits at level `top` (under this file's `##`)."
+    lines, fence = body.splitlines(), False
+    levels = []
+    for l in lines:
+        if l.startswith('```'): fence = not fence
+        elif not fence and l.startswith('#'): levels.append(len(l) - len(l.lstrip('#')))
+    shift = top - min(levels) if levels else 0
+    out, fence = [], False
+    for l in lines:
+        if l.startswith('```'): fence = not fence
+        elif not fence and l.startswith('#') and shift > 0: l = '#' * shift + l
+        out.append(l)
+    return '\n'.join(out)
+
 def main():
     parts = [HEAD]
     for name, title in ORDER:
         f = ROOT / 'benchmarks' / f'{name}.md'
         body = f.read_text().strip() if f.exists() else '_not measured yet_'
-        body = '\n'.join(('#' + l) if l.startswith('#') else l for l in body.splitlines())  # demote headings
+        body = _demote(body)
         parts.append(f'## {title}\n\n{body}\n')
     (ROOT / 'BENCHMARKS.md').write_text('\n'.join(parts))
 
