@@ -86,7 +86,7 @@ def apply_rope(x:Tensor, cos:Tensor, sin:Tensor) -> Tensor:
     e, o = p[..., 0], p[..., 1]
     return torch.stack((e * cos - o * sin, o * cos + e * sin), -1).flatten(-2)  # [B,H,T,d]
 
-# %% ../nbs/06_model.ipynb #522322a5
+# %% ../nbs/06_model.ipynb #72d383e8
 class TTTBase(nn.Module):
     "The parts of a TTT layer shared by TTT-Linear and TTT-MLP (names as in the official code)."
     param_names = ()
@@ -125,13 +125,11 @@ class TTTBase(nn.Module):
         z = torch.einsum('btc,hc->bht', x, self.learnable_ttt_lr_weight[:, 0]) + self.learnable_ttt_lr_bias  # [B,H,T]
         return self.config.ttt_base_lr * torch.sigmoid(z.to(dtype)) / self.head_dim
 
-    def forward(self,
-                x:Tensor,          # [B,T,C] the block input after seq_norm
-                params:tuple,      # fast weights at the start of the current mini-batch, each [B,H,...]
-                grads:tuple,       # lr-weighted gradient sums of the current mini-batch
-                tails:dict,        # conv tails ('qk' with share_qk)
-                offset:int):       # tokens already seen in the current mini-batch
-        "Returns (out [B,T,C], params, grads, tails) after the last token."
+    def ttt_inputs(self,
+                   x:Tensor,       # [B,T,C] the block input after seq_norm
+                   tails:dict,     # conv tails ('qk' with share_qk)
+                   offset:int=0):  # tokens already seen in the current mini-batch
+        "The inner loop's inputs: XQ, XK, XV [B,H,T,d] after RoPE, lr [B,H,T], token_idx [b] (inner dtype), new tails."
         B, T, C = x.shape
         H, d, b = self.num_heads, self.head_dim, self.mini_batch_size
         tails = dict(tails)
@@ -146,11 +144,21 @@ class TTTBase(nn.Module):
         XQ, XK, XV = (t.reshape(B, T, H, d).transpose(1, 2) for t in (XQ, XK, XV))  # [B,H,T,d]
         pos = (offset + torch.arange(T, device=x.device)) % b       # [T] position inside the mini-batch
         cos, sin = rope_cos_sin(pos, d, self.config.rope_theta, XQ.dtype)
-        XQ, XK = apply_rope(XQ, cos, sin), apply_rope(XK, cos, sin)
         cd = inner_dtype(x.dtype)
+        return apply_rope(XQ, cos, sin), apply_rope(XK, cos, sin), XV, self.ttt_lr(x, cd), self.token_idx(cd), tails
+
+    def forward(self,
+                x:Tensor,          # [B,T,C] the block input after seq_norm
+                params:tuple,      # fast weights at the start of the current mini-batch, each [B,H,...]
+                grads:tuple,       # lr-weighted gradient sums of the current mini-batch
+                tails:dict,        # conv tails ('qk' with share_qk)
+                offset:int):       # tokens already seen in the current mini-batch
+        "Returns (out [B,T,C], params, grads, tails) after the last token."
+        B, T, C = x.shape
+        XQ, XK, XV, lr, tok, tails = self.ttt_inputs(x, tails, offset)
         op = dispatch.ttt_linear if self.config.ttt_layer_type == 'linear' else dispatch.ttt_mlp
         with torch.autocast(x.device.type, enabled=False):         # the inner loop keeps its own precision
-            out, params, grads = op(XQ, XK, XV, self.ttt_lr(x, cd), self.token_idx(cd), self.ttt_norm_weight,
+            out, params, grads = op(XQ, XK, XV, lr, tok, self.ttt_norm_weight,
                                     self.ttt_norm_bias, params, grads, offset, impl=self.config.ttt_impl)
         out = out.transpose(1, 2).reshape(B, T, C)                   # [B,T,C]
         out = self.post_norm(out)

@@ -137,28 +137,10 @@ def ttt_ksteps(
     out, new = _gather(outs, B), _gather(news, B)
     return out.to(out_dtype), new, info
 
-# %% ../nbs/12_ponder.ipynb #fe25e1f0
-from .model import causal_conv, rope_cos_sin, apply_rope, TTTForCausalLM
+# %% ../nbs/12_ponder.ipynb #5968db9f
+from .model import TTTForCausalLM
 from .config import TTTConfig
 from . import baselines
-
-def _ttt_inputs(layer, x:Tensor, tails:dict) -> tuple:
-    "XQ, XK, XV [B,H,T,d], lr [B,H,T], token_idx [b] and the new conv tails of a TTT layer (as its forward, offset 0)."
-    B, T, C = x.shape
-    H, d, b = layer.num_heads, layer.head_dim, layer.mini_batch_size
-    tails = dict(tails)
-    if layer.share_qk:
-        xqk = layer.q_proj(x)                                            # [B,T,C] feeds both convs
-        XQ, new_tail = causal_conv(xqk, tails.get('qk'), layer.conv_q)
-        XK, _ = causal_conv(xqk, tails.get('qk'), layer.conv_k)
-        tails['qk'] = new_tail
-    else: XQ, XK = layer.q_proj(x), layer.k_proj(x)
-    XV = layer.v_proj(x)
-    XQ, XK, XV = (t.reshape(B, T, H, d).transpose(1, 2) for t in (XQ, XK, XV))   # [B,H,T,d]
-    pos = torch.arange(T, device=x.device) % b                           # positions inside the mini-batch
-    cos, sin = rope_cos_sin(pos, d, layer.config.rope_theta, XQ.dtype)
-    cd = inner_dtype(x.dtype)
-    return apply_rope(XQ, cos, sin), apply_rope(XK, cos, sin), XV, layer.ttt_lr(x, cd), layer.token_idx(cd), tails
 
 def ttt_block_step(block, h:Tensor, st:dict, K:Tensor, signals:bool=True) -> tuple:
     "One `ttt_nb.model.Block` over one mini-batch h [B,b,C] with K inner steps per row: (h, new state dict, info)."
@@ -168,7 +150,7 @@ def ttt_block_step(block, h:Tensor, st:dict, K:Tensor, signals:bool=True) -> tup
     layer = block.seq_modeling_block
     x = block.seq_norm(h)
     B, T, C = x.shape
-    XQ, XK, XV, lr, tok, tails = _ttt_inputs(layer, x, tails)
+    XQ, XK, XV, lr, tok, tails = layer.ttt_inputs(x, tails)
     kind = layer.config.ttt_layer_type
     with torch.autocast(x.device.type, enabled=False):
         out, params, info = ttt_ksteps(kind, XQ, XK, XV, lr, tok, layer.ttt_norm_weight, layer.ttt_norm_bias, st['params'],
