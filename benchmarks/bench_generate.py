@@ -15,7 +15,7 @@ On CUDA the TTT decode step is captured as CUDA graphs (one per position inside 
 capture works; a failed capture falls back to eager and the reason is recorded.
 """
 from __future__ import annotations
-import argparse, json, sys, time, statistics
+import argparse, json, os, sys, time, statistics
 from pathlib import Path
 import torch
 
@@ -165,9 +165,11 @@ def markdown(res, args=None, hw=None, cmd=None) -> str:
             + ', '.join(f"{k} {v} tok/s" for k, v in res['session_tokens_per_s'].items()) + '.', '',
             f"TTT decode step: {res['ttt_decode_step']}.", '']
     if res['device'] == 'cpu':
-        out += ['The CPU was shared with other jobs while this ran (2 cores, `--threads 1`), so a single median can be off by',
-                'several ms (the JSON has p90 too); read the trend: TTT stays flat from the shortest to the longest context, the',
-                "Transformer's latency grows with its KV cache.", '']
+        load = res.get('load_avg_1min')
+        out += [f"1-minute load average when it finished: {load} on {res['hardware'].get('cpu_count')} cores (`--threads 1`); a load "
+                'above the core count means other jobs shared the CPU and a single median can be off by several ms (the JSON has',
+                "p90 too). Read the trend: TTT's latency stays flat from the shortest to the longest context, the Transformer's",
+                'grows with its KV cache.', '']
         out += ['GPU (125m, bf16, CUDA graphs for the TTT decode step, contexts to 32k): **not measured** (no GPU in this task); run',
                 '`python benchmarks/bench_generate.py --preset 125m --vocab 50257 --dtype bf16 --max-context 32768` on one.', '']
     if res.get('skipped'): out += [f"Skipped (time budget): {res['skipped']}.", '']
@@ -221,6 +223,7 @@ def main(argv=None):
         if gpu: torch.cuda.empty_cache()
     res['ttt_decode_step'] = ('CUDA graphs' if gpu and graphs.get('ok', True) and a.cuda_graphs != 'off' else
                               f"eager ({graphs['reason']})" if graphs.get('reason') else 'eager')
+    res['load_avg_1min'] = round(os.getloadavg()[0], 2)
     write_json_atomic(res, a.out)
     Path(a.md).write_text(markdown(res, a, hw, cmd))
     print(f"wrote {a.out} and {a.md}")
