@@ -208,7 +208,7 @@ class Block(nn.Module):
         h = h + y
         return h + self.mlp(self.ffn_norm(h)), params, grads, tails
 
-# %% ../nbs/06_model.ipynb #fef0fa32
+# %% ../nbs/06_model.ipynb #f9150e0e
 @dataclass
 class TTTOutput(ModelOutput):
     "Output of `TTTModel`: the final hidden states and the state to continue from."
@@ -253,7 +253,7 @@ def _check_ids(ids, vocab_size, name='input_ids'):
         raise ValueError(f"{name} must be [B,T], got shape {tuple(ids.shape)}" + (": add a batch dim with ids[None]" if ids.dim() == 1 else ""))
     if ids.dtype.is_floating_point or ids.dtype == torch.bool: raise ValueError(f"{name} must hold integer token ids, got {ids.dtype}")
     if ids.shape[0] < 1 or ids.shape[1] < 1: raise ValueError(f"{name} must have at least one row and one token, got {tuple(ids.shape)}")
-    lo, hi = int(ids.min()), int(ids.max())
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()           # one device sync, not two (this runs every decode step)
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name} has token ids in [{lo}, {hi}] but the vocabulary is [0, {vocab_size}): "
                          "check the tokenizer matches config.vocab_size")
