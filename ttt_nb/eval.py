@@ -454,7 +454,7 @@ def old_rows(entries:list) -> list[dict]:
     "Flat rows (name, step, r, ttt_ppl, sw_ppl, improvement, ...) of `read_old_summaries` records."
     return [dict(name=e['name'], step=e['step'], W=e['W'], r=r, **p) for e in entries for r, p in e['probes'].items()]
 
-# %% ../nbs/10_eval.ipynb #bf50db58
+# %% ../nbs/10_eval.ipynb #2c602953
 def _run_context(ckpt:Path) -> dict:
     "What a training run left beside a checkpoint: run config, checkpoint meta, train summary (each optional)."
     ctx = {}
@@ -465,16 +465,13 @@ def _run_context(ckpt:Path) -> dict:
     return ctx
 
 def load_checkpoint(path, dtype='float32', device='cpu'):
-    "A model from a save_pretrained folder through AutoModelForCausalLM (TTT and the baselines are registered)."
-    from transformers import AutoModelForCausalLM
-    import ttt_nb.baselines  # noqa: F401 registers the attention baselines
-    try: import ttt_nb.model  # noqa: F401 registers TTT
-    except ImportError: pass
+    "A model in eval mode from a save_pretrained folder or training checkpoint (TTT or a baseline) or an official TTT checkpoint."
+    from ttt_nb.train import load_pretrained   # the one loader the trainer and `ttt-generate` use too
     from ttt_nb.core import as_dtype
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"checkpoint folder not found: {path}")
     if not (path / 'config.json').exists(): raise FileNotFoundError(f"{path} has no config.json: not a save_pretrained folder")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=as_dtype(dtype)).to(device).eval()
+    return load_pretrained(path).to(device=device, dtype=as_dtype(dtype)).eval()
 
 def _parser():
     p = argparse.ArgumentParser(prog='ttt-eval', description='Length generalization of a checkpoint: full context vs sliding window '
