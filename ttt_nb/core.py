@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'hardware_info', 'sha256_of', 'write_json_atomic']
+__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'hardware_info', 'sha256_of', 'utc_now',
+           'write_json_atomic']
 
 # %% ../nbs/00_core.ipynb #054e1e1a
 IN_TEST = bool(os.environ.get('IN_TEST'))  # set by `nbdev_test` and by pytest's conftest: shrink sizes
@@ -48,7 +49,7 @@ def hardware_info() -> dict:
     if torch.cuda.is_available(): info['gpu'] = torch.cuda.get_device_name(0)
     return info
 
-# %% ../nbs/00_core.ipynb #043a12c5
+# %% ../nbs/00_core.ipynb #549b668f
 def sha256_of(*parts) -> str:
     "A stable content hash of strings, bytes or arrays (used for corpus and config identities)."
     h = hashlib.sha256()
@@ -58,6 +59,11 @@ def sha256_of(*parts) -> str:
         elif not isinstance(p, bytes): p = str(p).encode()
         h.update(len(p).to_bytes(8, 'little')); h.update(p)
     return h.hexdigest()
+
+def utc_now() -> str:
+    "The current UTC time as an ISO-8601 string to the second (timestamps in logs, status and summaries)."
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 def write_json_atomic(obj, path) -> Path:
     "Write JSON to `path` through a temporary file and a rename, so readers never see half a file."
