@@ -87,6 +87,33 @@ def test_early_close_keeps_state_consistent():
     assert s.last_ids == argmax_ref(m, list(b'abcdef') + first + list(b'xy'), 3)
 
 
+TTT_KINDS = [f'ttt-{l}-{b}' for l in ('linear', 'mlp') for b in ('transformer', 'mamba')]
+
+@pytest.mark.parametrize('plen', [3, 5, 6, 8], ids=lambda n: f'prompt{n}')   # b=4: a prompt ends inside or at a mini-batch
+@pytest.mark.parametrize('kind', TTT_KINDS + ['transformer', 'swa'])
+def test_model_generate_greedy_is_argmax_of_full_forward(kind, plen):
+    "transformers' own generate() carries the state between steps (it did not on 5.24 before the fix)."
+    m = make(kind); ids = list(b'split the mini-batch')[:plen]
+    with torch.no_grad():
+        g = m.generate(torch.tensor([ids]), max_new_tokens=9, do_sample=False, eos_token_id=None, pad_token_id=TOK.pad_id)
+    assert g[0, plen:].tolist() == argmax_ref(m, ids, 9)
+
+
+@pytest.mark.parametrize('how', ['dropped', 'stale'])
+def test_generate_refuses_when_the_state_is_not_carried(how, monkeypatch):
+    "A transformers that drops the state (or hands back an old one) makes generate() raise, naming the versions that work."
+    m = make('ttt-linear-mamba'); first = {}
+    def lossy(outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        first.setdefault('state', outputs.state)
+        model_kwargs['state'] = None if how == 'dropped' else first['state']
+        if (am := model_kwargs.get('attention_mask')) is not None:
+            model_kwargs['attention_mask'] = torch.cat([am, am.new_ones((am.shape[0], num_new_tokens))], -1)
+        return model_kwargs
+    monkeypatch.setattr(m, '_update_model_kwargs_for_generation', lossy)
+    with pytest.raises(RuntimeError, match=r'transformers>=5\.17'):
+        m.generate(torch.tensor([list(b'abcdef')]), max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
 @pytest.mark.parametrize('kw', [dict(temperature=0.7), dict(top_k=5), dict(top_p=0.8, temperature=1.3),
                                 dict(repetition_penalty=1.5, top_k=40, top_p=0.95, temperature=0.9)],
                          ids=['temp', 'topk', 'topp', 'all'])

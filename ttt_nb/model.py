@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_model.ipynb #5613e292
 from __future__ import annotations
-import json, math
+import json, math, weakref
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import transformers
 from torch import Tensor
 from transformers import PreTrainedModel, GenerationMixin, AutoConfig, AutoModel, AutoModelForCausalLM
 from transformers import initialization as init
@@ -20,9 +21,9 @@ from .ops import dispatch
 from .ops.ttt_ref import inner_dtype
 
 # %% auto #0
-__all__ = ['RMSNorm', 'SwiGluMLP', 'causal_conv', 'PreConv', 'rope_cos_sin', 'apply_rope', 'TTTBase', 'TTTLinear', 'TTTMLP',
-           'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel', 'TTTModel', 'TTTForCausalLM',
-           'TTTRowGroups', 'load_official_state_dict']
+__all__ = ['SUPPORTED_TRANSFORMERS', 'RMSNorm', 'SwiGluMLP', 'causal_conv', 'PreConv', 'rope_cos_sin', 'apply_rope', 'TTTBase',
+           'TTTLinear', 'TTTMLP', 'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel', 'TTTModel',
+           'TTTForCausalLM', 'TTTRowGroups', 'load_official_state_dict']
 
 # %% ../nbs/06_model.ipynb #f1e826db
 class RMSNorm(nn.Module):
@@ -320,6 +321,17 @@ class TTTModel(TTTPreTrainedModel):
                            state.spec, state.init)
         return TTTOutput(last_hidden_state=h, state=new, hidden_states=all_h if output_hidden_states else None)
 
+# %% ../nbs/06_model.ipynb #9a7453c9
+SUPPORTED_TRANSFORMERS = '>=5.17,<6'   # settings.ini; both ends run by `make test-compat`
+
+def _check_carried(model, state):
+    "A decode step must receive the state the previous step returned; else generate() would silently restart."
+    ref = getattr(model, '_gen_state', None)
+    if state is None or ref is None or state is not ref():
+        raise RuntimeError(f"generate(): transformers {transformers.__version__} did not hand the TTT state back to the next "
+                           f"decode step ({'no state' if state is None else 'another state'} arrived), so the text would be "
+                           f"wrong; use transformers{SUPPORTED_TRANSFORMERS} (tested at both ends by `make test-compat`)")
+
 # %% ../nbs/06_model.ipynb #5313d4a8
 _GEN_KWARGS = ('position_ids', 'cache_position', 'output_attentions', 'logits_to_keep', 'token_type_ids')
 
@@ -366,7 +378,9 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         x = input_ids if input_ids is not None else inputs_embeds
         padded = attention_mask is not None and isinstance(x, Tensor) and x.dim() >= 2 and not bool(attention_mask[:, -x.shape[1]:].all())
         if padded or isinstance(state, TTTRowGroups):
-            return self._forward_left_padded(input_ids, state, attention_mask, return_state or bool(use_cache), labels, inputs_embeds)
+            out = self._forward_left_padded(input_ids, state, attention_mask, return_state or bool(use_cache), labels, inputs_embeds)
+            if use_cache: self._gen_state = weakref.ref(out.state)   # what the next decode step must receive
+            return out
         out = self.model(input_ids, state=state, return_state=return_state or bool(use_cache), inputs_embeds=inputs_embeds,
                          output_hidden_states=output_hidden_states)
         logits = self.lm_head(out.last_hidden_state)
@@ -377,6 +391,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
                 raise ValueError(f"labels must have the shape of input_ids {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device),
                                    ignore_index=-100)
+        if use_cache: self._gen_state = weakref.ref(out.state)       # what the next decode step must receive
         return TTTCausalLMOutput(loss=loss, logits=logits, state=out.state, hidden_states=out.hidden_states)
 
     # --- generate(): the TTTState is the cache ---
@@ -386,11 +401,17 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, state=None, attention_mask=None,
                                       inputs_embeds=None, use_cache=None, is_first_iteration=False, **kwargs):
         "Feed only the new tokens once a state exists; the state is the cache."
+        if not is_first_iteration and next_sequence_length is not None: _check_carried(self, state)
         if inputs_embeds is not None and is_first_iteration and state is None: inputs = dict(inputs_embeds=inputs_embeds)
         else:
             if next_sequence_length is not None: input_ids = input_ids[:, -next_sequence_length:]
             inputs = dict(input_ids=input_ids)
         return dict(**inputs, state=state, attention_mask=attention_mask, use_cache=use_cache)
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
+        "Carry `outputs.state` to the next step under its own name (transformers >= 5.24 carries only `cache`), as RWKV does."
+        if outputs.get('state') is not None: model_kwargs['state'] = outputs['state']
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
 AutoConfig.register(TTTConfig.model_type, TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
