@@ -1,4 +1,5 @@
 "Model I/O: save/load (safetensors), Auto classes, presets, state files, bad input, generate()."
+import re
 import pytest, torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from ttt_nb.config import TTTConfig, PRESETS
@@ -66,9 +67,35 @@ def test_presets():
     (dict(hidden_size=0), 'hidden_size must be a positive int'),
     (dict(num_attention_heads=32, hidden_size=32), 'must be even'),
     (dict(pre_conv='yes'), 'pre_conv must be a bool'),
+    (dict(num_attention_heads=0), 'num_attention_heads must be a positive int'),
+    (dict(rms_norm_eps=-1e-6), 'rms_norm_eps must be a number > 0'),
+    (dict(rms_norm_eps=float('nan')), 'rms_norm_eps must be a number > 0'),
+    (dict(rope_theta=0), 'rope_theta must be a number > 0'),
+    (dict(max_position_embeddings=0), 'max_position_embeddings must be a positive int'),
+    (dict(num_layers=3), "unknown field 'num_layers' (did you mean 'num_hidden_layers'?)"),
+    (dict(mini_batch_sise=8), "did you mean 'mini_batch_size'"),
 ])
 def test_config_errors(kw, msg):
-    with pytest.raises(ValueError, match=msg): cfg(**kw)
+    with pytest.raises(ValueError, match=re.escape(msg)): cfg(**kw)
+
+def test_impossible_config_is_one_value_error_line():
+    "TTTConfig(num_attention_heads=0) used to end in a ZeroDivisionError inside transformers' own validation."
+    for kw in (dict(num_attention_heads=0), dict(hidden_size=130, num_attention_heads=4), dict(mini_batch_size=0)):
+        with pytest.raises(ValueError) as e: TTTConfig(**kw)
+        assert '\n' not in str(e.value) and str(e.value).startswith('TTTConfig: ')
+
+def test_transformers_own_config_keys_still_load(tmp_path):
+    "Only keys transformers ignores too are refused: config.json bookkeeping and load kwargs still work."
+    import json
+    m = model(); m.save_pretrained(tmp_path)
+    j = json.loads((tmp_path / 'config.json').read_text())
+    j.update(torch_dtype='float32', auto_map={'AutoConfig': 'x.Y'}, _commit_hash='abc', max_length=20, architectures=['TTTForCausalLM'])
+    (tmp_path / 'config.json').write_text(json.dumps(j))
+    m2 = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, attn_implementation='eager')
+    assert m2.dtype == torch.bfloat16 and m2.config.num_hidden_layers == 2
+    assert TTTConfig(**m2.config.to_dict()).hidden_size == 32
+    j['num_layers'] = 3; (tmp_path / 'config.json').write_text(json.dumps(j))
+    with pytest.raises(ValueError, match="unknown field 'num_layers'"): AutoConfig.from_pretrained(tmp_path)
 
 def test_bad_input_errors():
     m = model()
