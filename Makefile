@@ -1,5 +1,6 @@
 # ttt_nb: `make run` trains and evaluates on the embedded default corpus; `make test` runs every test.
-# Both create (or reuse) the virtual environment in $(VENV) and install through constraints.txt.
+# Both create (or reuse) the virtual environment in $(VENV) and install the exact versions of requirements.lock,
+# transitive ones included (`make lock` regenerates it from settings.ini's ranges and lock.in's CPU torch pin).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,23 +12,44 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install test sync-check nbdev-test pytest run report clean bench help
+.PHONY: install lock test test-compat sync-check nbdev-test pytest run report clean bench help
 
 help:
 	@echo "make run    train + evaluate the main job on the embedded default corpus (CPU, no download)"
 	@echo "make test   install, check notebooks and ttt_nb/ are in sync, run nbdev_test and pytest"
+	@echo "make lock   re-resolve requirements.lock to today's newest versions within settings.ini's ranges"
+	@echo "make test-compat  model and generation tests at the oldest and newest transformers allowed"
 
-$(STAMP): settings.ini setup.py constraints.txt
+LOCK := requirements.lock
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Every package at the version the lock names (the CPU torch wheel among them), then ttt_nb itself without
+# resolving anything, then `pip check`: a release elsewhere changes nothing until someone runs `make lock`.
+$(STAMP): settings.ini setup.py $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned, so that nothing pulls the multi-GB CUDA build
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0 triton==3.7.1
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -r $(LOCK) 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Re-resolve settings.ini's ranges (with lock.in: the CPU torch build) to today's newest versions; then run `make test`.
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "pip-tools>=7.4"
+	$(BIN)/pip-compile -q --extra dev --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  --output-file $(LOCK) setup.py lock.in
+	@echo "$(LOCK) regenerated: run 'make test' before committing it"
+
+# The oldest and the newest transformers that settings.ini allows, each in its own environment (.venv-compat-*),
+# through the model and generation tests (notebooks 06 and 11, tests/test_generate.py).
+test-compat:
+	bash tools/test_compat.sh
+
+# README.md is written from nbs/index.ipynb by tools/nbpy.py to-md, not nbdev_readme: nbdev_readme renders
+# through Quarto, which these machines and CI do not have.
 # The notebooks are the source. Export them and fail if that changed ttt_nb/ (out of sync),
 # and clean them and fail if that changed a notebook (uncleaned outputs or metadata).
 sync-check: $(STAMP)
