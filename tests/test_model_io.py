@@ -124,6 +124,38 @@ def test_state_file_round_trip(tmp_path):
     torch.testing.assert_close(got, full[:, 7:], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match='another model configuration'): TTTState.load(tmp_path / 's.safetensors', model=model('linear'))
 
+def _rewrite(path, **tensors):
+    "A copy of a safetensors state file with some tensors replaced (None: dropped)."
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(path), framework='pt') as f: md = f.metadata()
+    t = {**load_file(str(path)), **tensors}; t = {k: v for k, v in t.items() if v is not None}
+    out = path.with_name('bad_' + path.name); save_file(t, str(out), metadata=md); return out
+
+def test_state_file_tensors_are_checked(tmp_path):
+    "A state file whose tensors do not fit the model is one ValueError naming the tensor (was a traceback or a silent run)."
+    m = model('linear', 'mamba')
+    with torch.no_grad(): s = m(torch.randint(0, V, (2, 6)), return_state=True).state
+    p = s.save(tmp_path / 's.safetensors')
+    W1 = s.params[0][0]
+    for bad, msg in [(dict(**{'layers.0.params.0': torch.zeros(2, *W1.shape[1:-1], W1.shape[-1] + 1)}), 'layers.0.params.0 is float32'),
+                     (dict(**{'layers.1.grads.1': torch.full_like(s.grads[1][1], float('nan'))}), 'layers.1.grads.1'),
+                     (dict(**{'layers.0.conv.qk': None}), 'conv tails'),
+                     (dict(**{'layers.1.params.1': None}), 'damaged TTTState file')]:
+        with pytest.raises(ValueError, match=re.escape(msg)): TTTState.load(_rewrite(p, **bad), model=m)
+
+def test_session_last_logits_are_checked(tmp_path):
+    "A session state file's last_logits must be finite float logits of the model's vocabulary (one row)."
+    from ttt_nb.generate import StreamingSession
+    from ttt_nb.data import ByteTokenizer
+    m = model(vocab_size=260, bos_token_id=None, eos_token_id=None)
+    sess = StreamingSession(m, ByteTokenizer()); sess.generate('abc', max_new_tokens=2, stop_at_eos=False)
+    p = sess.save_state(tmp_path / 'mem.safetensors')
+    assert StreamingSession(m, ByteTokenizer()).load_state(p).tokens_seen == sess.tokens_seen   # a good file loads
+    for bad in (torch.zeros(100), torch.zeros(2, 260), torch.zeros(260, dtype=torch.long), torch.full((260,), float('nan'))):
+        with pytest.raises(ValueError, match='session.last_logits must be finite floats of shape \\[260\\]'):
+            StreamingSession(m, ByteTokenizer()).load_state(_rewrite(p, **{'session.last_logits': bad}))
+
 def test_logits_dtype():
     m = model()
     ids = torch.randint(0, V, (1, 5))

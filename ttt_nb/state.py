@@ -11,7 +11,7 @@ from torch import Tensor
 from .ops.ttt_ref import inner_dtype
 
 # %% auto #0
-__all__ = ['state_spec', 'TTTState']
+__all__ = ['state_spec', 'check_last_logits', 'TTTState']
 
 # %% ../nbs/05_state.ipynb #ef37d177
 def state_spec(config) -> dict:
@@ -32,7 +32,19 @@ def _rows_mask(rows, B, device) -> Tensor:
     m = torch.zeros(B, dtype=torch.bool, device=device); m[r] = True
     return m
 
-# %% ../nbs/05_state.ipynb #00ad1812
+# %% ../nbs/05_state.ipynb #411f2272
+def check_last_logits(x, vocab_size:int|None, batch_size:int=1, where='the state file') -> Tensor:
+    "`x` if it holds finite float logits [V] (one row) or [batch_size, V]; else one ValueError line."
+    V = vocab_size if vocab_size is not None else (x.shape[-1] if isinstance(x, Tensor) and x.dim() else -1)
+    ok = ([V], [batch_size, V]) if batch_size == 1 else ([batch_size, V],)
+    if not isinstance(x, Tensor) or list(x.shape) not in ok or not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+        got = f"{str(x.dtype).replace('torch.', '')} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{where}: session.last_logits must be finite floats of shape {ok[0]} (vocab_size {V}), got {got}"
+                         f"{' with NaN/inf' if isinstance(x, Tensor) and x.is_floating_point() and list(x.shape) in ok else ''}: "
+                         "the file is damaged or belongs to another model; delete it to start afresh")
+    return x
+
+# %% ../nbs/05_state.ipynb #6f34662e
 class TTTState:
     "Recurrent memory of a TTT model: per-layer fast weights, partial mini-batch gradients, conv tails, offset."
     is_croppable = False  # transformers' generate: a TTT state cannot be rolled back
@@ -163,14 +175,35 @@ class TTTState:
             meta = f.metadata() or {}
             if meta.get('format') != 'ttt_nb.TTTState/1': raise ValueError(f"{path} is not a saved TTTState")
             t = {k: f.get_tensor(k) for k in f.keys()}
-        spec = json.loads(meta['spec']); L = spec['num_hidden_layers']
-        n = 2 if spec['ttt_layer_type'] == 'linear' else 4
-        params = [tuple(t[f'layers.{i}.params.{j}'] for j in range(n)) for i in range(L)]
-        grads = [tuple(t[f'layers.{i}.grads.{j}'] for j in range(n)) for i in range(L)]
-        conv = [{k.split('.')[-1]: v for k, v in t.items() if k.startswith(f'layers.{i}.conv.')} for i in range(L)]
-        s = cls(params, grads, conv, int(meta['offset']), int(meta['seqlen']), spec)
+        try:
+            spec = json.loads(meta['spec']); L = spec['num_hidden_layers']
+            n = 2 if spec['ttt_layer_type'] == 'linear' else 4
+            params = [tuple(t[f'layers.{i}.params.{j}'] for j in range(n)) for i in range(L)]
+            grads = [tuple(t[f'layers.{i}.grads.{j}'] for j in range(n)) for i in range(L)]
+            conv = [{k.split('.')[-1]: v for k, v in t.items() if k.startswith(f'layers.{i}.conv.')} for i in range(L)]
+            s = cls(params, grads, conv, int(meta['offset']), int(meta['seqlen']), spec)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise ValueError(f"{path} is a damaged TTTState file (missing or bad {e}): save the state again") from e
         if model is not None:
             s.check(model.config)
             s.init = model.ttt_init_params()
+            s.check_tensors(model.config, path)
             device = device or model.device
+        if 'session.last_logits' in t:
+            check_last_logits(t['session.last_logits'], model.config.vocab_size if model is not None else None, s.batch_size, path)
         return s.to(device) if device is not None else s
+
+    def check_tensors(self, config, where='the state') -> None:
+        "Raise one ValueError line naming the first tensor whose shape, dtype or values cannot continue a model with `config`."
+        B, K = self.batch_size, config.conv_kernel
+        def need(name, x, shape):
+            if tuple(x.shape) != tuple(shape) or not x.is_floating_point() or not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{where}: {name} is {str(x.dtype).replace('torch.', '')} {list(x.shape)} but the model needs finite floats "
+                                 f"of shape {list(shape)}: the file is damaged or belongs to another model")
+        tails = {k for k, on in (('pre_conv', config.pre_conv), ('qk', config.share_qk)) if on}
+        for i, (ps, gs, cs, ws) in enumerate(zip(self.params, self.grads, self.conv, self.init or [None] * self.num_layers)):
+            for j, (p, g) in enumerate(zip(ps, gs)):
+                shape = (B, *ws[j].shape) if ws is not None else ps[j].shape
+                need(f'layers.{i}.params.{j}', p, shape); need(f'layers.{i}.grads.{j}', g, shape)
+            if set(cs) != tails: raise ValueError(f"{where}: layer {i} holds conv tails {sorted(cs)}, the model needs {sorted(tails)}")
+            for k, v in cs.items(): need(f'layers.{i}.conv.{k}', v, (B, config.hidden_size, K - 1))
