@@ -138,7 +138,7 @@ def test_atomic_checkpoint_leftover_is_ignored(tmp_path):
     bad = ck / 'step_000005'; bad.mkdir(); (bad / 'model.safetensors').write_bytes(b'no meta')
     assert latest_checkpoint(cfg.out_dir).name == 'step_000003'
     b = build(cfg_(tmp_path, steps=4, n_checkpoints=0, save_every=1, keep_last=5))
-    with pytest.warns(UserWarning, match='changed schedule'): b.fit(resume=True)   # steps 3 -> 4
+    with pytest.warns(UserWarning, match='changed settings'): b.fit(resume=True, allow_config_change=True)   # steps 3 -> 4
     assert not junk.exists()
     assert b.step == 4 and [k for k, _ in list_checkpoints(cfg.out_dir)] == [1, 2, 3, 4]
 
@@ -181,7 +181,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
             if a.get(k) is not None: assert b[k] == pytest.approx(a[k], rel=1e-5), (k, a['step'])
     wa, wb = weights(latest_checkpoint(one.out_dir)), weights(latest_checkpoint(two.out_dir))
     for k in wa: torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
-    assert (Path(two.out_dir) / 'checkpoints/step_000003/rank1.pt').exists()
+    assert (Path(two.out_dir) / 'checkpoints/step_000003/rank1.safetensors').exists()
 
 
 def test_cli_overrides():
