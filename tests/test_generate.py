@@ -256,6 +256,26 @@ def test_checkpoint_without_tokenizer(tmp_path, capsys):
     assert 'ttt-generate: error:' in err and 'has no tokenizer' in err and 'Traceback' not in err
 
 
+def test_cli_one_line_errors(tmp_path, capsys):
+    "No CUDA, truncated weights, a damaged state file: one line on stderr and exit status 2, no traceback."
+    m = make('ttt-linear-transformer', dtype=torch.float32); m.save_pretrained(tmp_path); TOK.save(tmp_path)
+    capsys.readouterr()
+    def one_line(argv, want):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('ttt-generate: error:') and want in err and '\n' not in err and 'Traceback' not in err, err
+    if not torch.cuda.is_available(): one_line([str(tmp_path), '-p', 'hi', '--device', 'cuda'], 'sees no CUDA GPU')
+    s = StreamingSession(m, TOK); s.generate('abc', max_new_tokens=2); s.save_state(tmp_path / 'mem.safetensors')
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / 'mem.safetensors'), framework='pt') as f: meta = f.metadata()
+    t = load_file(tmp_path / 'mem.safetensors'); t['session.last_logits'] = t['session.last_logits'][:7]
+    save_file(t, tmp_path / 'mem.safetensors', metadata=meta)
+    one_line([str(tmp_path), '-p', 'hi', '--keep-state', str(tmp_path / 'mem.safetensors')], 'session.last_logits must be')
+    w = tmp_path / 'model.safetensors'; w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    one_line([str(tmp_path), '-p', 'hi'], str(tmp_path))
+
+
 def test_widget_builds_and_streams():
     w = GenerateWidget(StreamingSession(make('ttt-linear-mamba'), TOK), max_new_tokens=5)
     assert w.box.children and w.keep_memory.value

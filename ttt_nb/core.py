@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'hardware_info', 'sha256_of', 'utc_now',
+__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'as_device', 'hardware_info', 'sha256_of', 'utc_now',
            'write_json_atomic']
 
 # %% ../nbs/00_core.ipynb #054e1e1a
@@ -34,6 +34,18 @@ def as_dtype(d) -> torch.dtype:
     if isinstance(d, torch.dtype): return d
     if d not in _DTYPES: raise ValueError(f"unknown dtype {d!r}: use one of {sorted(_DTYPES)}")
     return _DTYPES[d]
+
+# %% ../nbs/00_core.ipynb #740477db
+def as_device(d=None) -> torch.device:
+    "`d` ('cpu', 'cuda:1', a torch.device) or, when None, `default_device()`; one clear error if it is not available here."
+    if d is None: return default_device()
+    try: dev = torch.device(d)
+    except (RuntimeError, TypeError) as e: raise ValueError(f"unknown device {d!r}: use cpu, cuda or cuda:N") from e
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {d!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU: use --device cpu")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {d!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return dev
 
 # %% ../nbs/00_core.ipynb #8445618a
 def hardware_info() -> dict:

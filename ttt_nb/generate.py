@@ -8,10 +8,11 @@ import argparse, codecs, json, sys, time
 from pathlib import Path
 from typing import Iterator
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                                                     TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
-from .state import TTTState
+from .state import TTTState, check_last_logits
 from .model import TTTForCausalLM
 from .baselines import KVState
 from . import data as D
@@ -261,7 +262,8 @@ def load_state(path,                     # a file written by `save_state` (or `T
     except Exception as e: raise ValueError(f"{path} is not a saved session state ({type(e).__name__}: {e})") from e
     fmt, dev = meta.get('format'), next(model.parameters()).device
     with safe_open(str(path), framework='pt') as f: last = f.get_tensor('session.last_logits') if 'session.last_logits' in keys else None
-    extra = dict(last_logits=None if last is None else last.to(dev), tokens_seen=int(meta.get('session.tokens_seen', 0)))
+    if last is not None: last = check_last_logits(last, model.config.vocab_size, where=str(path)).to(dev)
+    extra = dict(last_logits=last, tokens_seen=int(meta.get('session.tokens_seen', 0)))
     if fmt == 'ttt_nb.TTTState/1':
         if not _is_ttt(model): raise ValueError(f"{path} holds a TTT state but the model is a {type(model).__name__}")
         s = TTTState.load(path, model=model)
@@ -319,11 +321,12 @@ def load_for_generation(path,            # save_pretrained folder, training chec
                        ) -> tuple:       # (model, tokenizer)
     "A trained model in eval mode and its tokenizer, ready for `StreamingSession`."
     from ttt_nb.train import load_pretrained
-    from ttt_nb.core import default_device, as_dtype
+    from ttt_nb.core import as_device, as_dtype
+    device = as_device(device)                                 # before any loading: one line if it is not here
     folder, rc = _resolve_checkpoint(path)
     tok = find_tokenizer(folder, rc, tokenizer)
     model = load_pretrained(folder).eval()
-    model = model.to(device or default_device())
+    model = model.to(device)
     if dtype is not None: model = model.to(as_dtype(dtype))
     if as_tokenizer(tok).vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {as_tokenizer(tok).vocab_size} ids but the model {model.config.vocab_size}: pass the checkpoint's own tokenizer")
@@ -417,6 +420,6 @@ def main(argv=None) -> int:
         sys.stdout.write('\n'); sys.stdout.flush()
         if a.keep_state: s.save_state(a.keep_state)
         if a.stats: print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in s.last_stats.items()}), file=sys.stderr)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, SafetensorError) as e:      # bad input, missing/unreadable/truncated files
         print(f"ttt-generate: error: {e}", file=sys.stderr); return 2
     return 0

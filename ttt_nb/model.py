@@ -252,12 +252,23 @@ def _check_ids(ids, vocab_size, name='input_ids'):
     if not isinstance(ids, Tensor): raise ValueError(f"{name} must be a torch.Tensor [B,T], got {type(ids).__name__}")
     if ids.dim() != 2:
         raise ValueError(f"{name} must be [B,T], got shape {tuple(ids.shape)}" + (": add a batch dim with ids[None]" if ids.dim() == 1 else ""))
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool: raise ValueError(f"{name} must hold integer token ids, got {ids.dtype}")
+    if ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(f"{name} must hold int64 (or int32) token ids, got {ids.dtype}: convert with ids.long()")
     if ids.shape[0] < 1 or ids.shape[1] < 1: raise ValueError(f"{name} must have at least one row and one token, got {tuple(ids.shape)}")
     lo, hi = torch.stack(torch.aminmax(ids)).tolist()           # one device sync, not two (this runs every decode step)
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name} has token ids in [{lo}, {hi}] but the vocabulary is [0, {vocab_size}): "
                          "check the tokenizer matches config.vocab_size")
+
+def _check_labels(labels, logits):
+    "Labels of the input's shape, each a token id in [0, V) or -100 (ignored)."
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+    if labels.dtype not in (torch.long, torch.int32): raise ValueError(f"labels must be int64 token ids, got {labels.dtype}")
+    real = labels[labels != -100]
+    if real.numel() and not (0 <= int(real.min()) and int(real.max()) < logits.shape[-1]):
+        raise ValueError(f"labels hold ids in [{int(real.min())}, {int(real.max())}] but the vocabulary is [0, {logits.shape[-1]}) "
+                         "(-100 marks an ignored position): check the tokenizer matches config.vocab_size")
 
 class TTTModel(TTTPreTrainedModel):
     "Embeddings, `num_hidden_layers` blocks and the final RMSNorm; carries a `TTTState`."
@@ -321,7 +332,7 @@ class TTTModel(TTTPreTrainedModel):
                            state.spec, state.init)
         return TTTOutput(last_hidden_state=h, state=new, hidden_states=all_h if output_hidden_states else None)
 
-# %% ../nbs/06_model.ipynb #9a7453c9
+# %% ../nbs/06_model.ipynb #0a32d90c
 SUPPORTED_TRANSFORMERS = '>=5.17,<6'   # settings.ini; both ends run by `make test-compat`
 
 def _check_carried(model, state):
@@ -387,8 +398,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         if logits.dtype != torch.float64: logits = logits.float()
         loss = None
         if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(f"labels must have the shape of input_ids {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
+            _check_labels(labels, logits)
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1).to(logits.device),
                                    ignore_index=-100)
         if use_cache: self._gen_state = weakref.ref(out.state)       # what the next decode step must receive
