@@ -1,11 +1,12 @@
 "The length-generalization evaluator: SW definitions, the two 'done when' tests, statistics, sweep, summaries, CLI."
 import json, subprocess, sys
+from pathlib import Path
 import numpy as np
 import pytest, torch
 import torch.nn.functional as F
 from ttt_nb.eval import (full_context_nll, sliding_window_nll, truncated_nll, window_plan, linear_edges, log_edges, bin_sums,
                          bootstrap_ppl, bootstrap_diff, length_sweep, sweep_lengths, probe_edges, summarize, evaluate_run,
-                         load_summary, read_old_summaries, old_rows, SCHEMA, main)
+                         load_summary, read_old_summaries, old_rows, SCHEMA, main, run as run_eval)
 from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM, SWAConfig, SWAForCausalLM
 
 ttt_config = pytest.importorskip('ttt_nb.config')
@@ -261,7 +262,7 @@ def test_cli(tmp_path, monkeypatch, capsys):
     args = [str(tmp_path / 'ck'), '--corpus', 'synthetic-recall', '--split', 'test', '--corpus-opt', 'n_docs=6', '--corpus-opt', 'min_gap=64',
             '--corpus-opt', 'max_gap=96', '--tokenizer', 'byte', '-W', '16', '--max-multiple', '8', '--stride', '4',
             '--baselines', 'sw-strided,sw-exact,truncation', '--min-docs', '3', '--n-boot', '50', '--device', 'cpu', '--out', str(tmp_path / 'ev')]
-    s = main(args)
+    s = run_eval(args)
     assert (tmp_path / 'ev' / 'summary.json').exists() and (tmp_path / 'ev' / 'summary_position.png').exists()
     assert s['data']['corpus'] == 'synthetic-recall' and s['data']['corpus_hash'] and s['methods'][1:] == ['sw_strided', 'sw_exact', 'truncated']
     assert 'r=   1' in capsys.readouterr().out
@@ -300,8 +301,80 @@ def test_cli_reads_the_training_run(tmp_path, monkeypatch):
     (run / 'config.json').write_text(json.dumps(dict(seq_len=16, corpus='synthetic-recall', tokenizer='byte', seed=3)))
     (ck / 'meta.json').write_text(json.dumps(dict(step=10, loss=2.0, heldout_loss=2.1)))
     (run / 'train_summary.json').write_text(json.dumps(dict(converged=False)))
-    s = main([str(ck), '--corpus-opt', 'n_docs=6', '--corpus-opt', 'min_gap=64', '--max-multiple', '5', '--min-docs', '3',
+    s = run_eval([str(ck), '--corpus-opt', 'n_docs=6', '--corpus-opt', 'min_gap=64', '--max-multiple', '5', '--min-docs', '3',
               '--n-boot', '50', '--no-figures', '--out', str(tmp_path / 'ev')])
     assert s['W'] == 16 and s['step'] == 10 and s['data']['corpus'] == 'synthetic-recall' and s['data']['tokenizer'] == 'byte'
     assert s['training']['seeds'] == [3] and s['training']['converged'] is False and s['training']['heldout_loss'] == 2.1
     assert not list((tmp_path / 'ev').glob('*.png'))
+
+
+# --- issue 12: exit codes and bad input of `ttt-eval`
+
+def _run_folder(tmp_path, monkeypatch, **cfg):
+    "A training-run folder with one checkpoint of a tiny Transformer (seq_len 16) and the CLI arguments that evaluate it fast."
+    monkeypatch.setenv('TTT_NB_CACHE', str(tmp_path / 'cache'))
+    run_dir = tmp_path / 'run'; ck = run_dir / 'checkpoints' / 'step_000010'
+    torch.manual_seed(0)
+    TransformerForCausalLM(TransformerConfig(vocab_size=257, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16, **cfg)).save_pretrained(ck)
+    (run_dir / 'config.json').write_text(json.dumps(dict(seq_len=16, corpus='synthetic-recall', tokenizer='byte', seed=3)))
+    args = ['--corpus-opt', 'n_docs=6', '--corpus-opt', 'min_gap=64', '--max-multiple', '5', '--min-docs', '3',
+            '--n-boot', '20', '--no-figures', '--baselines', 'sw-strided', '--out', str(tmp_path / 'ev')]
+    return ck, args
+
+def _exit_code(capsys, argv):
+    "(exit status as `sys.exit(main(argv))` gives it, stderr)."
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: sys.exit(main(argv))
+    code = e.value.code
+    return (0 if code is None else code if isinstance(code, int) else 1), capsys.readouterr().err
+
+def test_console_script_exits_0_after_success(tmp_path, monkeypatch, capsys):
+    "D2: main returned the summary dict, so `sys.exit(main())` printed it and exited 1 after every good evaluation."
+    ck, args = _run_folder(tmp_path, monkeypatch)
+    code, err = _exit_code(capsys, [str(ck)] + args)
+    assert code == 0 and 'Traceback' not in err and "'schema'" not in err and (tmp_path / 'ev' / 'summary.json').exists()
+    import configparser
+    ini = configparser.ConfigParser(); ini.read(Path(__file__).parents[1] / 'settings.ini')
+    assert 'ttt-eval=ttt_nb.eval:main' in ini['DEFAULT']['console_scripts'].replace(' ', '')
+
+@pytest.mark.parametrize('extra,msg', [(['-W', '0'], '--window must be >= 1'), (['-W', '-3'], '--window must be >= 1'),
+                                       (['--n-boot', '0'], '--n-boot must be an int >= 1'),
+                                       (['--min-docs', '0'], '--min-docs must be an int >= 1'),
+                                       (['--max-docs', '0'], '--max-docs must be an int >= 1'),
+                                       (['--max-multiple', '0'], '--max-multiple must be > 0'),
+                                       (['--min-len', '1'], '--min-len must be >= 2')])
+def test_cli_refuses_zero_sizes(tmp_path, monkeypatch, capsys, extra, msg):
+    "D10: -W 0 silently used the run's W; zero documents or replicates put NaN into the summary JSON."
+    ck, args = _run_folder(tmp_path, monkeypatch)
+    code, err = _exit_code(capsys, [str(ck)] + args + extra)
+    assert code == 2 and msg in err and err.count('\n') == 1, err
+    assert not (tmp_path / 'ev' / 'summary.json').exists()
+
+def test_evaluate_run_refuses_zero_sizes(tmp_path):
+    "The Python API refuses what gave NaN too (min_docs=0 kept probes with no documents, n_boot=0 gave NaN CIs)."
+    m = _transformer(); docs = _docs(lens=(40,) * 3)
+    for kw, msg in [(dict(min_docs=0), 'min_docs'), (dict(n_boot=0), 'n_boot'), (dict(batch_size=0), 'batch_size'),
+                    (dict(max_multiple=0), 'max_multiple')]:
+        with pytest.raises(ValueError, match=msg): evaluate_run(m, docs, 8, tmp_path, **{'n_boot': 20, 'figures': False, **kw})
+    s = evaluate_run(m, docs, 8, tmp_path, n_boot=20, min_docs=1, figures=False)
+    def no_nan(c): raise ValueError(f'{c} in the summary JSON')
+    json.loads((tmp_path / 'summary.json').read_text(), parse_constant=no_nan)
+
+def test_cli_missing_checkpoint_says_not_found(tmp_path, monkeypatch, capsys):
+    "D10: a missing folder said 'give --window'."
+    code, err = _exit_code(capsys, [str(tmp_path / 'nope'), '--out', str(tmp_path / 'ev')])
+    assert code == 2 and 'checkpoint folder not found' in err and 'window' not in err
+
+def test_cli_bad_weights_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    "D9: truncated or size-mismatched weights gave a SafetensorError/RuntimeError traceback."
+    ck, args = _run_folder(tmp_path, monkeypatch)
+    w = ck / 'model.safetensors'; good = w.read_bytes()
+    w.write_bytes(good[:len(good) // 2])                                          # truncated
+    code, err = _exit_code(capsys, [str(ck)] + args)
+    assert code == 2 and err.startswith('ttt-eval: error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
+    w.write_bytes(good)
+    c = json.loads((ck / 'config.json').read_text()); c['intermediate_size'] = 24; (ck / 'config.json').write_text(json.dumps(c))
+    code, err = _exit_code(capsys, [str(ck)] + args)                              # the weights do not fit config.json
+    assert code == 2 and err.splitlines()[-1].startswith('ttt-eval: error: ') and 'Traceback' not in err, err
+    assert not (tmp_path / 'ev' / 'summary.json').exists()

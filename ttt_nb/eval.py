@@ -16,9 +16,9 @@ from .core import hardware_info, write_json_atomic, sha256_of, IN_TEST, utc_now 
 __all__ = ['PROBE_RATIOS', 'SCHEMA', 'as_docs', 'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll',
            'linear_edges', 'log_edges', 'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges',
            'sweep_lengths', 'length_sweep', 'summarize', 'compat_keys', 'evaluate_run', 'load_summary', 'seed_verdicts',
-           'read_old_summaries', 'old_rows', 'load_checkpoint', 'main']
+           'read_old_summaries', 'old_rows', 'load_checkpoint', 'run', 'main']
 
-# %% ../nbs/10_eval.ipynb #6f7e4712
+# %% ../nbs/10_eval.ipynb #0a6f5f24
 def as_docs(docs) -> list[np.ndarray]:
     "Documents (tensors, arrays or lists of token ids) as a list of 1-D int64 arrays."
     out = []
@@ -40,6 +40,11 @@ class _evaluating:
         self.was, self.ng = self.model.training, torch.no_grad(); self.model.eval(); self.ng.__enter__()
     def __exit__(self, *a):
         self.ng.__exit__(*a); self.model.train(self.was)
+
+def _need_positive(**kw):
+    "Raise a ValueError naming the first setting that is not an int >= 1 (zero documents or replicates give NaN)."
+    for k, v in kw.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k} must be an int >= 1, got {v!r}")
 
 def _token_nll(logits:Tensor, targets:Tensor) -> Tensor:
     "NLL of `targets` [...] under `logits` [..., V], in the logits' precision (float32, or float64)."
@@ -225,7 +230,7 @@ def length_sweep(nll:dict,        # method name -> per-document NLL arrays (same
             for k in ('ppl', 'lo', 'hi'): res['methods'][m][k].append(float(b[k][0]))
     return res
 
-# %% ../nbs/10_eval.ipynb #e181f1b1
+# %% ../nbs/10_eval.ipynb #75131f37
 SCHEMA = 'ttt_nb.eval.summary/v1'
 
 def summarize(
@@ -240,6 +245,7 @@ def summarize(
 ) -> dict:
     "Binned PPL with CIs, paired differences full - comparator, probes and the length sweep (no metadata)."
     if 'full' not in nll: raise ValueError("nll must hold the 'full' context losses")
+    _need_positive(n_boot=n_boot, min_docs=min_docs, per_octave=per_octave)
     D = len(nll['full'])
     if D == 0: raise ValueError("no documents to summarize")
     for m, xs in nll.items():
@@ -316,7 +322,7 @@ def _versions() -> dict:
     from ttt_nb import __version__
     return dict(ttt_nb=__version__, torch=torch.__version__, transformers=transformers.__version__, numpy=np.__version__)
 
-# %% ../nbs/10_eval.ipynb #86b01974
+# %% ../nbs/10_eval.ipynb #14fd9636
 def evaluate_run(
     model,                    # any ttt_nb language model with the common interface (TTT, Transformer, SWA)
     docs,                     # held-out documents: 1-D token id sequences, tokenized once, the same at every checkpoint
@@ -343,6 +349,8 @@ def evaluate_run(
     if not isinstance(W, (int, np.integer)) or W < 1: raise ValueError(f"W must be a positive int, got {W!r}")
     if stride is not None and stride < 1: raise ValueError(f"stride must be >= 1 or None, got {stride}")
     if stride is None and not exact_sw: raise ValueError("no sliding-window baseline: give a stride or exact_sw=True")
+    _need_positive(n_boot=n_boot, min_docs=min_docs, batch_size=batch_size, chunk=chunk, **({} if max_docs is None else dict(max_docs=max_docs)))
+    if not (math.isfinite(max_multiple) and max_multiple * W >= 1): raise ValueError(f"max_multiple must be > 0 with max_multiple*W >= 1, got {max_multiple}")
     meta = dict(meta or {}); out_dir = Path(out_dir)
     docs = as_docs(docs)[:max_docs] if max_docs else as_docs(docs)
     max_len = int(max_multiple * W) + 1
@@ -450,7 +458,7 @@ def old_rows(entries:list) -> list[dict]:
     "Flat rows (name, step, r, ttt_ppl, sw_ppl, improvement, ...) of `read_old_summaries` records."
     return [dict(name=e['name'], step=e['step'], W=e['W'], r=r, **p) for e in entries for r, p in e['probes'].items()]
 
-# %% ../nbs/10_eval.ipynb #2c602953
+# %% ../nbs/10_eval.ipynb #b07b8e2c
 def _run_context(ckpt:Path) -> dict:
     "What a training run left beside a checkpoint: run config, checkpoint meta, train summary (each optional)."
     ctx = {}
@@ -467,7 +475,14 @@ def load_checkpoint(path, dtype='float32', device='cpu'):
     path = Path(path)
     if not path.is_dir(): raise FileNotFoundError(f"checkpoint folder not found: {path}")
     if not (path / 'config.json').exists(): raise FileNotFoundError(f"{path} has no config.json: not a save_pretrained folder")
-    return load_pretrained(path).to(device=device, dtype=as_dtype(dtype)).eval()
+    from safetensors import SafetensorError
+    try: model = load_pretrained(path)
+    except (SafetensorError, RuntimeError, OSError, EOFError, KeyError) as e:  # truncated or foreign weights; ValueErrors pass as they are
+        raise ValueError(f"{path}: cannot load the weights ({type(e).__name__}: {_one_line(e)[:400]}); "
+                         "the weights are truncated, damaged or do not fit config.json") from e
+    return model.to(device=device, dtype=as_dtype(dtype)).eval()
+
+def _one_line(e) -> str: return ' '.join(str(e).split())
 
 def _parser():
     p = argparse.ArgumentParser(prog='ttt-eval', description='Length generalization of a checkpoint: full context vs sliding window '
@@ -497,9 +512,11 @@ def _opt_value(s):
     try: return json.loads(s)
     except ValueError: return s
 
-def main(argv:list|None=None):
-    "Console script `ttt-eval`."
+def run(argv:list|None=None) -> dict:
+    "`ttt-eval` as a function: parse `argv`, evaluate, print the probes and return the summary (bad input: one line, exit 2)."
     p = _parser(); a = p.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()                          # stderr keeps only our messages
     bl = {b.strip() for b in a.baselines.split(',') if b.strip()}
     if bad := bl - {'sw-strided', 'sw-exact', 'truncation'}: p.error(f"unknown baselines {sorted(bad)}: use sw-strided, sw-exact, truncation")
     if not bl & {'sw-strided', 'sw-exact'}: p.error("choose at least one of sw-strided, sw-exact")
@@ -507,16 +524,23 @@ def main(argv:list|None=None):
     except ValueError: p.error("--corpus-opt takes KEY=VALUE")
     ckpt = Path(a.checkpoint)
     try:
-        ctx = _run_context(ckpt) if ckpt.is_dir() else {}
+        if not ckpt.is_dir(): raise FileNotFoundError(f"checkpoint folder not found: {ckpt}")
+        if a.window is not None and a.window < 1: raise ValueError(f"--window must be >= 1, got {a.window}")
+        _need_positive(**{'--n-boot': a.n_boot, '--min-docs': a.min_docs, '--max-docs': a.max_docs, '--batch-size': a.batch_size, '--chunk': a.chunk})
+        ctx = _run_context(ckpt)
         rc = ctx.get('run_config', {})
-        W = a.window or rc.get('seq_len')
-        if not W: raise ValueError("give --window (no run config.json with seq_len beside the checkpoint)")
-        if W < 1: raise ValueError(f"--window must be positive, got {W}")
+        W = a.window if a.window is not None else rc.get('seq_len')
+        if W is None: raise ValueError(f"give --window: {ckpt} is not inside a run folder whose config.json has seq_len")
+        if isinstance(W, bool) or not isinstance(W, int) or W < 1: raise ValueError(f"the run's seq_len {W!r} is not a positive int: give --window")
         if a.stride < 1 or a.stride > W: raise ValueError(f"--stride must be in 1..W={W}, got {a.stride}")
+        if not (math.isfinite(a.max_multiple) and a.max_multiple * W >= 1): raise ValueError(f"--max-multiple must be > 0 (and at least 1/W), got {a.max_multiple}")
+        if a.min_len is not None and a.min_len < 2: raise ValueError(f"--min-len must be >= 2 (a document needs a token to predict), got {a.min_len}")
         corpus, tok = a.corpus or rc.get('corpus'), a.tokenizer or rc.get('tokenizer') or 'byte'
         if not corpus: raise ValueError("give --corpus (no run config.json beside the checkpoint)")
         from ttt_nb.core import default_device
-        device = default_device() if a.device == 'auto' else torch.device(a.device)
+        try: device = default_device() if a.device == 'auto' else torch.device(a.device)
+        except RuntimeError as e: raise ValueError(f"--device {a.device!r}: {_one_line(e)}") from e
+        if device.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {a.device}: no CUDA device here; use --device cpu or auto")
         model = load_checkpoint(ckpt, a.dtype, device)
         from ttt_nb import data as D
         td = D.load_tokenized(corpus, a.split, tok, **kw)
@@ -538,10 +562,15 @@ def main(argv:list|None=None):
                          truncation='truncation' in bl, max_multiple=a.max_multiple, min_docs=a.min_docs, n_boot=a.n_boot, seed=a.seed,
                          batch_size=a.batch_size, chunk=a.chunk, meta=dict(data=data, training=training), name=a.name,
                          figures=not a.no_figures)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"ttt-eval: error: {e}", file=sys.stderr); sys.exit(2)
+    except (ValueError, OSError) as e:
+        print(f"ttt-eval: error: {_one_line(e)}", file=sys.stderr); sys.exit(2)
     print(f"wrote {Path(a.out) / (a.name + '.json')}")
     for pr in s['probes']:
         line = ', '.join(f"{k} {v['ppl']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in pr['ppl'].items())
         print(f"  r={fmt_r(pr['r']):>4} ({pr['docs']} docs, {pr['tokens']} tokens): {line}")
     return s
+
+# %% ../nbs/10_eval.ipynb #efdba6c2
+def main(argv:list|None=None) -> None:
+    "Console script `ttt-eval` (exit status 0; 2 for bad input, with one line saying what is wrong)."
+    run(argv)
