@@ -58,3 +58,30 @@ def test_cli_error_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / 'no-such-config.yaml')])
     assert 'config file not found' in capsys.readouterr().err
+
+
+def test_unknown_corpus_option(tmp_path, cache):
+    "An option the corpus loader does not take (`name?key=value`) is a ValueError naming it, not a TypeError traceback."
+    with pytest.raises(ValueError, match=r"unknown corpus option 'bogus'"):
+        Trainer(cfg_(tmp_path, corpus='python-stdlib?bogus=1', split='train', heldout_split='validation'), model=StandinLM(257))
+
+
+def test_eval_batches_zero_skips_heldout(tmp_path, cache):
+    "eval_batches=0 means no held-out loss: null in the log and summary, never NaN; early stopping without it is refused."
+    import json, math
+    cfg = cfg_(tmp_path, corpus='python-stdlib', split='train', heldout_split='validation', eval_batches=0, eval_every=1, n_checkpoints=0)
+    s = Trainer(cfg, model=StandinLM(257)).fit()
+    assert s['state'] == 'finished' and s['heldout_loss'] is None and s['best_heldout_loss'] is None
+    def no_nan(c): raise AssertionError(f'{c} written')
+    run = tmp_path / 'run'
+    json.loads((run / 'train_summary.json').read_text(), parse_constant=no_nan)
+    for line in (run / 'log.jsonl').read_text().splitlines(): assert json.loads(line, parse_constant=no_nan)['heldout_loss'] is None
+    with pytest.raises(ValueError, match='needs a held-out loss'):
+        Trainer(cfg_(tmp_path, eval_batches=0, patience=2), model=StandinLM(257))
+
+
+def test_steps_must_be_an_integer():
+    "--steps 2.5 is refused, not rounded to 3 (YAML's 1e3 and 4.0 are whole numbers and accepted)."
+    with pytest.raises(ValueError, match='steps=2.5 is not an integer'): TrainConfig(steps=2.5)
+    with pytest.raises(ValueError, match='seq_len=True is not an integer'): TrainConfig(seq_len=True)
+    assert (TrainConfig(steps='1e3').steps, TrainConfig(steps=4.0).steps) == (1000, 4)

@@ -117,3 +117,43 @@ def test_init_from_pretrained(tmp_path):
     if official.exists():
         with pytest.raises(ValueError, match=r"vocab_size 97 is smaller than the tokenizer's 257"):
             Trainer(cfg_(tmp_path / 'c', steps=2, init_from=str(official)))
+
+
+@pytest.mark.parametrize('model', ['ttt', 'swa'])
+def test_states_saved_as_data_and_untouched(tmp_path, model):
+    "The real TTTState (and the SWA baseline's KVState) are saved without changing the live objects and come back equal."
+    tr = Trainer(cfg_(tmp_path, model=model, steps=2, n_checkpoints=0, eval_every=0))
+    tr.fit()
+    st = tr.states[0]
+    before = {k: v for k, v in vars(st).items()}
+    flat = lambda s: [t for v in vars(s).values() for t in torch.utils._pytree.tree_leaves(v) if isinstance(t, torch.Tensor)]
+    tensors = [(t, t.clone()) for t in flat(st)]
+    ck = tr.save_checkpoint('periodic')
+    assert all(vars(st)[k] is v for k, v in before.items())
+    for a, (t, c) in zip(flat(st), tensors): assert a is t and torch.equal(a, c)
+    b = Trainer(cfg_(tmp_path, model=model, steps=2, n_checkpoints=0, eval_every=0))
+    b.load_checkpoint(ck)
+    got = b.states[0]
+    assert type(got) is type(st)
+    for x, y in zip(flat(got), flat(st)): assert x.dtype == y.dtype and torch.equal(x.detach(), y.detach())
+    if model == 'ttt':   # the learned initial weights are the new model's live parameters
+        assert got.init[0][0] is b.model.ttt_init_params()[0][0] and got.spec == st.spec
+
+
+def test_cli_second_trainer_and_sigterm(tmp_path):
+    "A second ttt-train on a folder in use exits 2 at once with one line; SIGTERM stops the first cleanly with exit 143."
+    cfg = {**TINY, 'steps': 400, 'save_every': 1, 'keep_last': 1, 'n_checkpoints': 0, 'eval_every': 0, 'out_dir': str(tmp_path / 'run')}
+    a = _run_cli(cfg, tmp_path, name='a.yaml')
+    t0 = time.time()
+    while latest_checkpoint(tmp_path / 'run') is None:
+        assert a.poll() is None and time.time() - t0 < 120, a.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    b = _run_cli(cfg, tmp_path, '--resume', name='b.yaml'); _, err = b.communicate(timeout=120)
+    assert b.returncode == 2, err.decode()[-2000:]
+    lines = err.decode().strip().splitlines()
+    assert lines[-1].startswith('ttt-train: error: ') and 'in use by another trainer (pid' in lines[-1] and 'Traceback' not in err.decode()
+    assert a.poll() is None
+    a.send_signal(signal.SIGTERM); a.wait(timeout=60)
+    assert a.returncode == 143, a.stderr.read().decode()[-2000:]
+    st = json.loads((tmp_path / 'run/status.json').read_text())
+    assert st['state'] == 'stopped' and 'SIGTERM' in st['reason'] and 0 < st['step'] < 400

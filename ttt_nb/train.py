@@ -345,7 +345,7 @@ def _from_data(o, tensors:dict, live:dict, classes:dict):
         obj = classes[o[tag]].__new__(classes[o[tag]]); obj.__dict__.update(f(o['fields'])); return obj
     raise ValueError(f"unexpected {tag} entry {str(o[tag])[:60]!r} (allowed objects: {sorted(classes) or 'none'})")
 
-# %% ../nbs/09_train.ipynb #a3aab57e
+# %% ../nbs/09_train.ipynb #c1670dd9
 def _save_data(obj, stem:Path, refs:dict=None):
     "Write `obj` as `stem.json` (structure) and `stem.safetensors` (its tensors): data only, no pickle."
     from safetensors.torch import save_file
@@ -356,7 +356,7 @@ def _save_data(obj, stem:Path, refs:dict=None):
 def _load_data(stem:Path, live:dict=None, classes:dict=None, device=None, on_device:str='states'):
     "Read what `_save_data` wrote; tensors under `on_device` go to `device`."
     from safetensors.torch import load_file
-    ts = {k: v.to(device) if device is not None and k.startswith(on_device) else v
+    ts = {k: v.to(device if device is not None and k.startswith(on_device) else 'cpu', copy=True)   # a copy: not mapped to the file
           for k, v in load_file(str(stem.with_name(stem.name + '.safetensors'))).items()}
     return _from_data(json.loads(stem.with_name(stem.name + '.json').read_text()), ts, live or {}, classes or {})
 
@@ -366,7 +366,7 @@ def _state_classes(model:nn.Module) -> dict:
     except Exception: return {}
     return {f'{c.__module__}.{c.__qualname__}': c}
 
-# %% ../nbs/09_train.ipynb #82ddf2d9
+# %% ../nbs/09_train.ipynb #37e66766
 def _sha256_file(p:Path) -> str:
     h = hashlib.sha256()
     with open(p, 'rb') as f:
@@ -387,13 +387,16 @@ def checkpoint_problem(path) -> Optional[str]:
         if _sha256_file(path / name) != h: return f"{name} does not match its checksum"
     return None
 
+def _refuse_pickled(p:Path):
+    if pk := sorted(f.name for f in p.iterdir() if f.suffix in _PICKLED):
+        raise ValueError(f"{p} holds pickled files ({', '.join(pk)}): an old-format or tampered checkpoint, not loaded because "
+                         f"unpickling can run code; its weights can still start a new run: --init-from {p}")
+
 def resume_checkpoint(out_dir) -> Optional[Path]:
     "The newest intact checkpoint (damaged ones skipped with a warning); a checkpoint with pickled files is refused."
     cks = list_checkpoints(out_dir)
     for _, p in reversed(cks):
-        if pk := sorted(f.name for f in p.iterdir() if f.suffix in _PICKLED):
-            raise ValueError(f"{p} holds pickled files ({', '.join(pk)}): an old-format or tampered checkpoint, not loaded because "
-                             f"unpickling can run code; its weights can still start a new run: --init-from {p}")
+        _refuse_pickled(p)
         if (why := checkpoint_problem(p)) is None: return p
         warnings.warn(f"skipping damaged checkpoint {p}: {why}")
     if cks: raise ValueError(f"no intact checkpoint under {Path(out_dir) / 'checkpoints'} to resume from (each one is damaged)")
@@ -576,7 +579,7 @@ def _eval_heldout(self) -> float:
 
 Trainer.eval_heldout = _eval_heldout
 
-# %% ../nbs/09_train.ipynb #0f598d84
+# %% ../nbs/09_train.ipynb #9e1ec04b
 _CONFIG_BOOKKEEPING = ('transformers_version', 'torch_dtype', 'dtype', 'architectures', 'output_attentions', 'output_hidden_states',
                        'return_dict', 'use_cache')
 
@@ -641,9 +644,8 @@ def _load_checkpoint(self, path=None, # default: `resume_checkpoint(out_dir)`, t
     "Restore weights, optimizer, scheduler, RNG, stream position and TTT states from a checkpoint."
     path = Path(path) if path is not None else resume_checkpoint(self.out)
     if path is None: raise FileNotFoundError(f"no complete checkpoint under {self.out / 'checkpoints'} to resume from")
-    if not (path / 'trainer.json').exists():
-        if any(f.suffix in _PICKLED for f in path.iterdir()): raise ValueError(f"{path} holds pickled files (an old-format checkpoint): not loaded, unpickling can run code")
-        raise FileNotFoundError(f"{path} is not a complete training checkpoint (no trainer.json)")
+    _refuse_pickled(path)
+    if not (path / 'trainer.json').exists(): raise FileNotFoundError(f"{path} is not a complete training checkpoint (no trainer.json)")
     try: tr = _load_data(path / 'trainer')
     except (OSError, ValueError, KeyError, TypeError) as e: raise ValueError(f"{path}: damaged trainer state ({type(e).__name__}: {e})") from None
     mine = _identity(self)
