@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 # %% auto #0
-__all__ = ['DPI', 'LABELS', 'COLORS', 'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure',
+__all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure',
            'save_all']
 
 # %% ../nbs/14_plots.ipynb #2407fa27
@@ -35,7 +35,7 @@ def caption(summary:dict, # an `evaluate_run` summary
     d, t, c, m = summary.get('data', {}), summary.get('training', {}) or {}, summary.get('config', {}), summary.get('model', {})
     corpus = '/'.join(str(x) for x in (d.get('corpus'), d.get('split')) if x) or 'unnamed corpus'
     h = f"corpus hash {d['corpus_hash'][:10]}" if d.get('corpus_hash') else f"token hash {d['docs_hash'][:10]}" if d.get('docs_hash') else ''
-    parts = [f"{d.get('n_docs', summary.get('n_docs'))} documents, {d.get('n_tokens', summary.get('n_tokens'))} tokens "
+    parts = [f"{d.get('n_docs', summary.get('n_docs'))} documents, {summary.get('n_tokens', d.get('n_tokens'))} tokens scored "
              f"({corpus}{', ' + h if h else ''}; lengths {d.get('doc_lengths', {}).get('min', '?')}-{d.get('doc_lengths', {}).get('max', '?')})."]
     parts.append(f"Model {m.get('class', '?')}{' step ' + str(t['step']) if t.get('step') is not None else ''}; W={summary.get('W')}"
                  + (f", SW stride S={c['stride']}" if c.get('stride') else '') + (', exact SW' if c.get('exact_sw') else '') + '.')
@@ -51,11 +51,18 @@ def caption(summary:dict, # an `evaluate_run` summary
     if extra: parts.append(extra)
     return ' '.join(parts)
 
-def _finish(fig, ax, summary, extra='', width=7.0):
-    txt = textwrap.fill(caption(summary, extra), 120)
+FONT = dict(legend=9, label=10.5, title=11, note=8.5)  # points; at 120 DPI and page width the smallest reads at about 9 px
+
+def _finish(fig, ax, summary, extra='', footer:bool=True):
+    "Lay the figure out; with `footer`, the caption goes under the axes (8.5 pt), else the page carries it."
+    fig.tight_layout()
+    if not footer: return fig
+    txt = textwrap.fill(caption(summary, extra), 95)
     n = txt.count('\n') + 1
-    fig.text(0.01, 0.005, txt, fontsize=6.5, va='bottom', ha='left', color='0.25')
-    fig.subplots_adjust(bottom=0.13 + 0.035 * n, top=0.9)
+    h = fig.get_figheight(); extra_in = n * FONT['note'] * 1.35 / 72 + 0.15
+    fig.set_figheight(h + extra_in)
+    fig.subplots_adjust(bottom=(fig.subplotpars.bottom * h + extra_in) / (h + extra_in), top=1 - (1 - fig.subplotpars.top) * h / (h + extra_in))
+    fig.text(0.01, 0.01, txt, fontsize=FONT['note'], va='bottom', ha='left', color='0.25')
     return fig
 
 def _probe_lines(ax, summary, xmax):
@@ -64,7 +71,7 @@ def _probe_lines(ax, summary, xmax):
         x = p['r'] * W
         if 1 <= x <= xmax:
             ax.axvline(x, color='0.6', lw=0.7, ls=':', zorder=0)
-            ax.text(x, 1.0, f"{p['r']:g}W", transform=ax.get_xaxis_transform(), fontsize=7, ha='center', va='bottom', color='0.4')
+            ax.text(x, 1.0, f"{p['r']:g}W", transform=ax.get_xaxis_transform(), fontsize=FONT['legend'], ha='center', va='bottom', color='0.4')
 
 # %% ../nbs/14_plots.ipynb #1d036f8e
 def plot_position(summary:dict,      # an `evaluate_run` summary
@@ -72,6 +79,7 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
                   methods=None,      # which methods to draw (default: all in the summary)
                   old:list|None=None,# records of `eval.read_old_summaries`, drawn as points at r*W (no CI)
                   title:str|None=None,
+                  footer:bool=True,  # the caption under the figure (False: the page prints it)
                  ) -> plt.Figure:
     "PPL against position (log x) per method with its CI band and the probe points r*W."
     b = summary['bins'][kind]; x = np.asarray(b['center'], float)
@@ -91,15 +99,16 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
         _probe_lines(ax, summary, x.max() if len(x) else 1)
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('position t (tokens; log scale)' if kind == 'log' else 'position t (tokens)')
-        ax.set_ylabel('perplexity (token-weighted per bin)')
-        ax.set_title(title or 'Perplexity by position: full context vs sliding window', fontsize=10, pad=14)
-        ax.legend(fontsize=7, loc='best')
-    return _finish(fig, ax, summary)
+        ax.set_ylabel('perplexity (token-weighted per bin)', fontsize=FONT['label'])
+        ax.set_title(title or 'Perplexity by position: full context vs sliding window', fontsize=FONT['title'], pad=16)
+        ax.legend(fontsize=FONT['legend'], loc='best')
+    return _finish(fig, ax, summary, footer=footer)
 
 def plot_difference(summary:dict,           # an `evaluate_run` summary
                     comparator:str|None=None,# method compared with full context (default: sw_strided, else the first)
                     kind:str='log',         # 'log' or 'linear' bins
                     title:str|None=None,
+                    footer:bool=True,        # the caption under the figure (False: the page prints it)
                    ) -> plt.Figure:
     "Paired per-document difference full minus comparator (nats/token) against position, with its CI band and a zero line."
     b = summary['bins'][kind]; x = np.asarray(b['center'], float)
@@ -121,12 +130,12 @@ def plot_difference(summary:dict,           # an `evaluate_run` summary
         _probe_lines(ax, summary, x.max() if len(x) else 1)
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('position t (tokens; log scale)' if kind == 'log' else 'position t (tokens)')
-        ax.set_ylabel('NLL difference (nats/token)\nbelow 0: full context better')
-        ax.set_title(title or f'Paired difference: full context minus {_label(summary, comparator)}', fontsize=10, pad=14)
-        ax.legend(fontsize=7, loc='best')
-    return _finish(fig, ax, summary)
+        ax.set_ylabel('NLL difference (nats/token)\nbelow 0: full context better', fontsize=FONT['label'])
+        ax.set_title(title or f'Paired difference: full context minus {_label(summary, comparator)}', fontsize=FONT['title'], pad=16)
+        ax.legend(fontsize=FONT['legend'], loc='best')
+    return _finish(fig, ax, summary, footer=footer)
 
-def plot_length_sweep(summary:dict, title:str|None=None) -> plt.Figure:
+def plot_length_sweep(summary:dict, title:str|None=None, footer:bool=True) -> plt.Figure:
     "Whole-sequence PPL against sequence length (0.5W..10W) per method, with CI bands; skipped lengths are listed."
     ls = summary['length_sweep']; x = np.asarray(ls['lengths'], float)
     with sns.axes_style('whitegrid'):
@@ -137,17 +146,17 @@ def plot_length_sweep(summary:dict, title:str|None=None) -> plt.Figure:
             ax.fill_between(x, d['lo'], d['hi'], color=COLORS.get(m), alpha=0.2, lw=0)
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('sequence length L (tokens); W marked by the dashed line'); ax.set_ylabel('whole-sequence perplexity')
-        ax.set_title(title or 'Length sweep', fontsize=10, pad=14)
-        if len(x): ax.legend(fontsize=7, loc='best')
+        ax.set_title(title or 'Length sweep', fontsize=FONT['title'], pad=16)
+        if len(x): ax.legend(fontsize=FONT['legend'], loc='best')
     sk = ls.get('skipped', [])
     extra = (f"Documents per length: {min(ls['docs'])}-{max(ls['docs'])}." if ls['docs'] else 'No length had enough documents.') + \
             (f" Skipped (fewer than {ls['min_docs']} documents): L = {', '.join(str(s['length']) for s in sk)}." if sk else '')
-    return _finish(fig, ax, summary, extra)
+    return _finish(fig, ax, summary, extra, footer=footer)
 
 def save_figure(fig:plt.Figure, path, dpi:int=DPI) -> Path:
-    "Write a PNG (small: 120 DPI) and close the figure."
+    "Write a PNG (small: 120 DPI, trimmed to what is drawn, so no label is clipped) and close the figure."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi); plt.close(fig)
+    fig.savefig(path, dpi=dpi, bbox_inches='tight', pad_inches=0.08); plt.close(fig)
     return path
 
 def save_all(summary:dict, out_dir, name:str='summary') -> dict:
