@@ -31,14 +31,55 @@ def test_templates_have_a_parameters_cell():
         assert not any('default_exp' in ''.join(c['source']) for c in nb['cells']), f"{p.name} must not be exported"
 
 
+TALK = {}   # what run_default printed (stdout, stderr) in the fixture
+
+
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
     "run_default (what `make run` calls) executes run_curriculum.ipynb with tiny parameters."
+    import contextlib, io
     root = tmp_path_factory.mktemp('runs')
     t0 = time.time()
-    out = C.run_default(root, name='tiny', **TINY)
+    o, e = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        out = C.run_default(root, name='tiny', **TINY)
+    TALK.update(out=o.getvalue(), err=e.getvalue())
     assert time.time() - t0 < 120
     return out
+
+
+def test_run_default_talks(tiny_run):
+    "`make run` shows progress over training steps and checkpoint evaluations, the phases, and ends with paths and CIs."
+    out, err = TALK['out'], TALK['err']
+    assert 'training' in err and 'evaluation' in err and '4/4' in err and '2/2' in err, err[-2000:]   # the two progress bars, finished
+    assert 'evaluating the checkpoint of step' in out or 'evaluating' in out, out
+    assert 'finished' in out, out
+    assert str(tiny_run / 'all_summaries.json') in out and str(tiny_run / 'figures') in out
+    assert 'full - SW' in out and 'nats/token' in out and '[' in out    # headline numbers with their CIs
+
+
+def test_kernel_runs_without_the_tcp_warning(tmp_path, capfd):
+    "The kernel papermill starts gets CurveZMQ keys, so ipykernel has no plain-text TCP transport to warn about."
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1 + 1', metadata={'tags': ['parameters']}), nbformat.v4.new_code_cell('print(x)')],
+                                  metadata={'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'python3'}})
+    nbformat.write(nb, tmp_path / 't.ipynb')
+    C.execute_template(tmp_path / 't.ipynb', tmp_path / 'out.ipynb', dict(x=3), cwd=tmp_path)
+    err = capfd.readouterr().err
+    assert 'without encryption' not in err, err
+    out = nbformat.read(tmp_path / 'out.ipynb', as_version=4)
+    assert out.cells[-1].outputs[0]['text'] == '3\n'
+
+
+def test_template_outputs_stay_under_runs():
+    "Every template writes under runs/ of the folder papermill runs from, never outside it (../runs)."
+    for p in sorted((ROOT / 'nbs').glob('run_*.ipynb')):
+        cell = next(c for c in json.loads(p.read_text())['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
+        ns = {}
+        exec(''.join(cell['source']), ns)
+        for k, v in ns.items():
+            if k.endswith('_dir') and isinstance(v, str):
+                assert v.startswith('runs/') and '..' not in Path(v).parts, f"{p.name}: {k} = {v!r}"
 
 
 def test_run_curriculum_template(tiny_run):

@@ -13,14 +13,15 @@ import seaborn as sns
 from .core import hardware_info, write_json_atomic, IN_TEST, utc_now as _now
 
 # %% auto #0
-__all__ = ['FIG_DPI', 'FIGURE_TITLES', 'COMPARE_TITLES', 'curriculum_config', 'probe_ratios', 'eval_documents', 'sw_method',
-           'summary_entry', 'memory_scale', 'memory_note', 'read_status', 'format_status', 'run_curriculum', 'load_run',
-           'run_label', 'run_caption', 'plot_evolution', 'plot_probes_over_training', 'plot_training',
-           'curriculum_figures', 'figure_captions', 'run_overview', 'show_run', 'compare_caption',
-           'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position', 'plot_compare_training',
-           'compare_runs', 'compare_table', 'table_markdown', 'expand_runs', 'seed_claims', 'claims_markdown',
-           'show_comparison', 'template_path', 'execute_template', 'run_default', 'load_sweep', 'run_sweep',
-           'shrink_png', 'slim_notebook', 'publish_run', 'publish_comparison', 'results_markdown', 'fmt_r_',
+__all__ = ['FIG_DPI', 'FONT', 'FIGURE_TITLES', 'COMPARE_TITLES', 'curriculum_config', 'probe_ratios', 'eval_documents',
+           'sw_method', 'summary_entry', 'memory_scale', 'memory_note', 'read_status', 'format_status',
+           'run_curriculum', 'load_run', 'run_label', 'run_caption', 'plot_evolution', 'probe_series',
+           'plot_probes_over_training', 'plot_training', 'curriculum_figures', 'figure_captions', 'run_overview',
+           'show_run', 'compare_caption', 'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position',
+           'plot_compare_training', 'compare_runs', 'compare_table', 'table_markdown', 'expand_runs', 'seed_claims',
+           'claims_markdown', 'show_comparison', 'template_path', 'execute_template', 'progress_state', 'run_report',
+           'run_default', 'load_sweep', 'run_sweep', 'shrink_png', 'slim_notebook', 'page_title', 'set_page',
+           'publish_run', 'publish_comparison', 'crop_footer', 'refresh_published', 'results_markdown', 'fmt_r_',
            'write_results_page', 'status_main', 'compare_main', 'sweep_main']
 
 # %% ../nbs/13_curriculum.ipynb #54c07a42
@@ -350,7 +351,7 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
             prog(last_eval=_last_eval(e))
         write_json_atomic(entries, out / 'all_summaries.json')
         run = load_run(out)
-        if figures: curriculum_figures(run)
+        if figures: prog(phase='figures', current=None); curriculum_figures(run)
         if worked:   # a re-execution that only redraws keeps the measured times of the sessions that computed
             prog(wall_s=round(prog.prev_wall + time.time() - t_start, 1), cpu_s=round(prog.prev_cpu + time.process_time() - c_start, 1))
         prog(phase='finished', current=None, train_s=train_s)
@@ -427,11 +428,13 @@ def run_caption(run:dict, # from `load_run`
     if extra: parts.append(extra)
     return ' '.join(parts)
 
-def _caption_fig(fig, text:str, width:int=150, size:float=6.3):
-    txt = textwrap.fill(text, width)
-    n = txt.count('\n') + 1
-    fig.text(0.01, 0.005, txt, fontsize=size, va='bottom', ha='left', color='0.25')
-    fig.subplots_adjust(bottom=min(0.6, 0.1 + 0.032 * n + 0.05), top=0.88, wspace=0.32)
+FONT = dict(legend=9, label=10.5, title=11)  # points: at FIG_DPI and page width the smallest reads at about 9 px
+_RC = {'font.size': 10.5, 'axes.labelsize': FONT['label'], 'axes.titlesize': FONT['title'], 'legend.fontsize': FONT['legend'],
+       'xtick.labelsize': 10, 'ytick.labelsize': 10, 'legend.title_fontsize': FONT['legend']}
+
+def _layout(fig, right:float=1.0):
+    "Tight layout with room for the suptitle (and a colour bar right of `right`); the caption goes on the page, not in the image."
+    fig.tight_layout(rect=(0, 0, right, 0.94 if fig._suptitle is not None else 1))
     return fig
 
 # %% ../nbs/13_curriculum.ipynb #24adaaeb
@@ -452,57 +455,69 @@ def plot_evolution(run:dict, # from `load_run`
     methods = ['full'] + ([sw] if sw else [])
     steps = [s['step'] or 0 for s in sums]
     cmap, norm = plt.get_cmap('viridis'), matplotlib.colors.Normalize(min(steps), max(max(steps), 1))
-    with sns.axes_style('whitegrid'):
-        fig, axes = plt.subplots(1, len(methods), figsize=(10, 5.8), sharey=True, squeeze=False)
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(methods), figsize=(10, 5), sharey=True, squeeze=False)
         for ax, m in zip(axes[0], methods):
             for s in sums:
                 x, y, lo, hi = _xy(s, kind, m)
                 last = s is sums[-1]
-                ax.plot(x, y, '-', lw=1.8 if last else 1.1, color=cmap(norm(s['step'] or 0)), label=f"step {s['step']}")
+                ax.plot(x, y, '-', lw=2 if last else 1.2, color=cmap(norm(s['step'] or 0)), label=f"step {s['step']}")
                 if last: ax.fill_between(x, lo, hi, color=cmap(norm(s['step'] or 0)), alpha=0.25, lw=0)
-            ax.axvline(W, color='0.3', lw=0.9, ls='--'); ax.text(W, 0.02, ' W', transform=ax.get_xaxis_transform(), fontsize=8, va='bottom')
+            ax.axvline(W, color='0.3', lw=0.9, ls='--'); ax.text(W, 0.02, ' W', transform=ax.get_xaxis_transform(), fontsize=FONT['legend'], va='bottom')
             if kind == 'log': ax.set_xscale('log')
             ax.set_yscale('log')
             ax.set_xlabel('position t (tokens)' + ('; log scale' if kind == 'log' else ''))
-            lab = 'full context' if m == 'full' else f"sliding window (W={W}, stride {sums[-1]['config'].get('stride')})" if m == 'sw_strided' else f'sliding window (W={W}, exact)'
-            ax.set_title(lab, fontsize=9)
+            ax.set_title('full context' if m == 'full' else f"sliding window (W={W}, stride {sums[-1]['config'].get('stride')})" if m == 'sw_strided' else f'sliding window (W={W}, exact)')
         axes[0, 0].set_ylabel('perplexity per position bin (log scale)')
-        fig.subplots_adjust(right=0.88)
-        cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), cax=fig.add_axes([0.905, 0.4, 0.015, 0.45]))
+        fig.suptitle(f"How length generalization emerges during training ({run_label(run)})", fontsize=FONT['title'] + 1)
+        _layout(fig, right=0.9)
+        cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), cax=fig.add_axes([0.915, 0.2, 0.017, 0.6]))
         cb.set_label('training step')
-        fig.suptitle(f"How length generalization emerges during training ({run_label(run)})", fontsize=10)
-    return _caption_fig(fig, run_caption(run, 'One curve per checkpoint; the band is drawn for the final checkpoint.'))
+    return fig
 
-def plot_probes_over_training(run:dict, # from `load_run`
+def probe_series(entries:list, # all_summaries.json entries (one per checkpoint), from `summary_entry`
+                ) -> dict:       # {r: dict(step, full, full_ci, sw, sw_ci, diff, diff_ci, excludes_zero, docs, tokens)}, lists over checkpoints
+    "Per probe ratio r, its numbers over the checkpoints, read from the entries (so published runs can be redrawn without their eval folder)."
+    out = {}
+    for e in entries:
+        for k in e:
+            m = re.fullmatch(r'ttt_ppl_at_(.+)xW', k)
+            if not m: continue
+            r, d = m[1], e.get(f'diff_at_{m[1]}xW')
+            s = out.setdefault(float(r), {f: [] for f in ('step', 'full', 'full_ci', 'sw', 'sw_ci', 'diff', 'diff_ci', 'excludes_zero')})
+            s['step'].append(e.get('step') or 0); s['full'].append(e[k]); s['full_ci'].append(e.get(f'{k}_ci'))
+            s['sw'].append(e.get(f'sw_ppl_at_{r}xW')); s['sw_ci'].append(e.get(f'sw_ppl_at_{r}xW_ci'))
+            s['diff'].append(d['mean'] if d else None); s['diff_ci'].append((d['lo'], d['hi']) if d else None)
+            s['excludes_zero'].append(bool(d and d['excludes_zero']))
+            s['docs'], s['tokens'] = e.get(f'docs_at_{r}xW'), e.get(f'tokens_at_{r}xW')
+    return dict(sorted(out.items()))
+
+def plot_probes_over_training(run:dict, # from `load_run` (only its entries and config are read)
                              ) -> plt.Figure:
-    "Probe points r*W over training: PPL of full context and SW, and the paired difference full - SW with its CI."
-    sums = run['summaries']
-    sw = sw_method(sums[-1]) if sums else None
-    rs = sorted({p['r'] for s in sums for p in s['probes']})
-    pal = dict(zip(rs, sns.color_palette('viridis', len(rs))))
-    with sns.axes_style('whitegrid'):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 5.8))
-        for r in rs:
-            pts = [(s['step'] or 0, p) for s in sums for p in s['probes'] if p['r'] == r]
-            x = np.array([q[0] for q in pts], float)
-            for m, ls in (('full', '-'), (sw, '--')):
-                if m is None: continue
-                y = [q[1]['ppl'][m]['ppl'] for q in pts]
-                a1.plot(x, y, ls, marker='o', ms=3, color=pal[r], label=f"r={r:g} {'full' if m == 'full' else 'SW'}")
-                a1.fill_between(x, [q[1]['ppl'][m]['lo'] for q in pts], [q[1]['ppl'][m]['hi'] for q in pts], color=pal[r], alpha=0.07, lw=0)
-            if sw:
-                d = [q[1]['diff'][f'full-{sw}'] for q in pts]
-                y = np.array([v['mean'] for v in d]); ex = np.array([bool(v['excludes_zero']) for v in d])
-                a2.plot(x, y, '-o', ms=3, color=pal[r], label=f"r={r:g} ({pts[-1][1]['docs']} docs, {pts[-1][1]['tokens']} tokens)")
-                a2.fill_between(x, [v['lo'] for v in d], [v['hi'] for v in d], color=pal[r], alpha=0.18, lw=0)
-                a2.scatter(x[ex], y[ex], s=30, facecolors='none', edgecolors='k', lw=0.8, zorder=4)
-        a1.set_yscale('log'); a1.set_xlabel('training step'); a1.set_ylabel('perplexity in the bin around r*W (log)')
-        a1.set_title('probe points: full context (solid) and SW (dashed)', fontsize=9); a1.legend(fontsize=6, ncol=2)
+    "Probe points r×W over training: PPL of full context (solid) and SW (dashed), and the paired difference full - SW with its CI; one colour per r."
+    from matplotlib.lines import Line2D
+    ser = probe_series(run['entries'])
+    if not ser: raise ValueError(f"{run.get('dir')}: no evaluated checkpoint")
+    pal = dict(zip(ser, sns.color_palette('colorblind' if len(ser) <= 10 else 'husl', len(ser))))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5))
+        for r, s in ser.items():
+            x, c = np.array(s['step'], float), pal[r]
+            a1.plot(x, s['full'], '-o', ms=4, lw=1.6, color=c, label=f'{r:g}W')
+            if all(v is not None for v in s['sw']): a1.plot(x, s['sw'], '--', lw=1.3, color=c)
+            if all(v is not None for v in s['diff']):
+                y, (lo, hi), ex = np.array(s['diff']), np.array(s['diff_ci']).T, np.array(s['excludes_zero'])
+                a2.plot(x, y, '-o', ms=4, lw=1.6, color=c, label=f"{r:g}W ({s['docs']} docs, {s['tokens']} tokens)")
+                a2.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+                a2.scatter(x[ex], y[ex], s=50, facecolors='none', edgecolors='k', lw=1, zorder=4)
+        a1.set_yscale('log'); a1.set_xlabel('training step'); a1.set_ylabel('perplexity in the bin around r×W (log)')
+        a1.add_artist(a1.legend(title='probe r×W', ncol=2, loc='upper right'))
+        a1.legend([Line2D([], [], color='0.3'), Line2D([], [], color='0.3', ls='--')], ['full context', 'sliding window'], loc='center right')
+        a1.set_title('full context (solid) and SW (dashed)')
         a2.axhline(0, color='k', lw=0.9); a2.set_xlabel('training step'); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better')
-        a2.set_title('paired difference per document (circle: CI excludes zero)', fontsize=9); a2.legend(fontsize=6)
-        fig.suptitle(f"Probe points r*W over training ({run_label(run)})", fontsize=10)
-    skipped = sorted({q['r'] for s in sums for q in s.get('probes_skipped', [])})
-    return _caption_fig(fig, run_caption(run, f"Probe bin: [rW - W/2, rW + W/2)." + (f" Skipped (too few documents): r = {', '.join(f'{r:g}' for r in skipped)}." if skipped else '')))
+        a2.set_title('paired difference (circle: CI excludes zero)'); a2.legend(loc='lower right')
+        fig.suptitle(f"Probe points r×W over training ({run_label(run)})", fontsize=FONT['title'] + 1)
+    return _layout(fig)
 
 def plot_training(run:dict, # from `load_run`
                  ) -> plt.Figure:
@@ -511,8 +526,8 @@ def plot_training(run:dict, # from `load_run`
     tr = [(r['step'], r['loss']) for r in log if r.get('loss') is not None]
     every, last = t.get('eval_every') or 1, max([r['step'] for r in log] or [0])
     ho = sorted({r['step']: r['heldout_loss'] for r in log if r.get('heldout_loss') is not None and (r['step'] % every == 0 or r['step'] == last)}.items())
-    with sns.axes_style('whitegrid'):
-        fig, ax = plt.subplots(figsize=(8, 5.4))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(8, 5))
         if tr:
             x, y = map(np.asarray, zip(*tr))
             ax.plot(x, y, lw=0.7, alpha=0.5, color='C0', label='train loss (per step)')
@@ -524,8 +539,8 @@ def plot_training(run:dict, # from `load_run`
         lr = [(r['step'], r['lr']) for r in log if r.get('lr') is not None]
         if lr:
             a2 = ax.twinx(); a2.plot(*zip(*lr), color='0.5', lw=0.8, ls='--'); a2.set_ylabel('learning rate (dashed)', color='0.4'); a2.grid(False)
-        ax.legend(fontsize=7, loc='upper right'); ax.set_title(f"Training curves ({run_label(run)})", fontsize=10)
-    return _caption_fig(fig, run_caption(run), width=130)
+        ax.legend(loc='upper right'); ax.set_title(f"Training curves ({run_label(run)})")
+    return _layout(fig)
 
 def curriculum_figures(run:dict, # from `load_run`
                        out_dir=None, # default: the run's figures/ folder
@@ -539,8 +554,8 @@ def curriculum_figures(run:dict, # from `load_run`
     save('evolution', plot_evolution(run))
     save('probes', plot_probes_over_training(run))
     fin = run['summaries'][-1]
-    save('position', plots.plot_position(fin, title=f"Final checkpoint (step {fin['step']}): perplexity by position"))
-    if sw_method(fin): save('difference', plots.plot_difference(fin, title=f"Final checkpoint (step {fin['step']}): full context minus sliding window"))
+    save('position', plots.plot_position(fin, title=f"Final checkpoint (step {fin['step']}): perplexity by position", footer=False))
+    if sw_method(fin): save('difference', plots.plot_difference(fin, title=f"Final checkpoint (step {fin['step']}): full context minus sliding window", footer=False))
     save('training', plot_training(run))
     return {k: str(v) for k, v in figs.items()}
 
@@ -556,9 +571,12 @@ def figure_captions(run:dict) -> dict:
         lines.append(f"r={p['r']:g}: full {p['ppl']['full']['ppl']:.3f} [{p['ppl']['full']['lo']:.3f}, {p['ppl']['full']['hi']:.3f}], "
                      f"SW {p['ppl'][sw]['ppl']:.3f}, full - SW {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] nats/token ({verdict}; {p['docs']} docs, {p['tokens']} tokens)")
     probes = ('Final checkpoint probes: ' + '; '.join(lines) + '.') if lines else ''
+    sk = (run['entries'][-1] if run['entries'] else {}).get('probes_skipped') or []
+    if sk: probes += ' Skipped (too few documents): r = ' + ', '.join(f"{q['r']:g}" for q in sk) + '.'
     base = run_caption(run)
     return dict(evolution=f"**PPL against position at every checkpoint, full context (left) and sliding window (right).** {base}",
-                probes=f"**Probe points r*W over training.** {probes} {base}",
+                probes=f"**Probe points r×W over training.** Left: PPL in the bin around r×W, full context (solid) and SW (dashed), one colour "
+                       f"per r (the final checkpoint's CIs are in the table above, every checkpoint's on the results page); right: the paired difference full - SW with its CI band, circled where the CI excludes zero. {probes} {base}",
                 position=f"**Final checkpoint: PPL by position.** {base}",
                 difference=f"**Final checkpoint: paired difference full context minus SW, per document.** {probes} {base}",
                 training=f"**Training curves.** {base}")
@@ -632,8 +650,8 @@ def compare_caption(runs:list, extra:str='') -> str:
 def plot_compare_probes(runs:list) -> plt.Figure:
     "Final checkpoints: full-context PPL and the paired difference full - SW at every probe point, one line per run with its CI."
     cols = _groups(runs)
-    with sns.axes_style('whitegrid'):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 5.8))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5))
         for i, (r, c) in enumerate(zip(runs, cols)):
             s = r['summaries'][-1]; sw = sw_method(s); mk = _MARKERS[r['config']['train']['seed'] % len(_MARKERS)]
             rs = np.array([p['r'] for p in s['probes']]) * (1 + 0.03 * (i - (len(runs) - 1) / 2))
@@ -645,21 +663,21 @@ def plot_compare_probes(runs:list) -> plt.Figure:
                 y = np.array([v['mean'] for v in d])
                 a2.errorbar(rs, y, yerr=np.abs(np.array([[v['lo'], v['hi']] for v in d]).T - y), fmt='-' + mk, ms=4, color=c, capsize=2, label=run_label(r))
         for a in (a1, a2): a.set_xscale('log'); a.set_xlabel('probe position r (in units of each run\'s W)')
-        a1.set_yscale('log'); a1.set_ylabel('full-context perplexity at r*W'); a1.legend(fontsize=7)
+        a1.set_yscale('log'); a1.set_ylabel('full-context perplexity at r×W'); a1.legend()
         a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better')
-        a1.set_title('final checkpoint: full context', fontsize=9); a2.set_title('final checkpoint: paired difference full - SW', fontsize=9)
-        fig.suptitle('Runs compared at the probe points', fontsize=10)
-    return _caption_fig(fig, compare_caption(runs))
+        a1.set_title('final checkpoint: full context'); a2.set_title('final checkpoint: paired difference full - SW')
+        fig.suptitle('Runs compared at the probe points', fontsize=FONT['title'] + 1)
+    return _layout(fig)
 
 def plot_compare_evolution(runs:list, r:float=None, # probe ratio (default: the furthest probe every run has)
                           ) -> plt.Figure:
-    "The paired difference full - SW at the probe r*W over training (fraction of the schedule), one line per run with its CI."
+    "The paired difference full - SW at the probe r×W over training (fraction of the schedule), one line per run with its CI."
     cols = _groups(runs)
     if r is None:
         common = set.intersection(*[{p['r'] for p in r_['summaries'][-1]['probes']} for r_ in runs]) if runs else set()
         r = max(common) if common else 1.0
-    with sns.axes_style('whitegrid'):
-        fig, ax = plt.subplots(figsize=(8, 5.4))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(8, 5))
         for ru, c in zip(runs, cols):
             mk = _MARKERS[ru['config']['train']['seed'] % len(_MARKERS)]
             pts = [(s['step'] / max(ru['config']['train']['steps'], 1), p) for s in ru['summaries'] for p in s['probes'] if p['r'] == r]
@@ -670,15 +688,15 @@ def plot_compare_evolution(runs:list, r:float=None, # probe ratio (default: the 
             ax.plot(x, y, '-' + mk, ms=4, color=c, label=f"{run_label(ru)} ({pts[-1][1]['docs']} docs)")
             ax.fill_between(x, [v['lo'] for v in d], [v['hi'] for v in d], color=c, alpha=0.15, lw=0)
         ax.axhline(0, color='k', lw=0.9); ax.set_xlabel('fraction of the training schedule (step / total steps)')
-        ax.set_ylabel(f'full - SW at {r:g}W (nats/token)\nbelow 0: full context better'); ax.legend(fontsize=7)
-        ax.set_title(f'Paired difference at the probe {r:g}W over training', fontsize=10)
-    return _caption_fig(fig, compare_caption(runs), width=130)
+        ax.set_ylabel(f'full - SW at {r:g}W (nats/token)\nbelow 0: full context better'); ax.legend()
+        ax.set_title(f'Paired difference at the probe {r:g}W over training')
+    return _layout(fig)
 
 def plot_compare_position(runs:list, kind:str='log') -> plt.Figure:
     "Final checkpoints: PPL by position (full solid, SW dashed) and the paired difference full - SW, one colour per setting."
     cols = _groups(runs)
-    with sns.axes_style('whitegrid'):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 5.8))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 5))
         for ru, c in zip(runs, cols):
             s = ru['summaries'][-1]; sw = sw_method(s)
             for m, ls in (('full', '-'), (sw, '--')):
@@ -693,16 +711,16 @@ def plot_compare_position(runs:list, kind:str='log') -> plt.Figure:
         for a in (a1, a2):
             if kind == 'log': a.set_xscale('log')
             a.set_xlabel('position t (tokens; dotted: each run\'s W)')
-        a1.set_yscale('log'); a1.set_ylabel('perplexity per position bin'); a1.legend(fontsize=6)
-        a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better'); a2.legend(fontsize=6)
-        a1.set_title('final checkpoints: full (solid) and SW (dashed)', fontsize=9); a2.set_title('paired difference full - SW', fontsize=9)
-    return _caption_fig(fig, compare_caption(runs))
+        a1.set_yscale('log'); a1.set_ylabel('perplexity per position bin'); a1.legend()
+        a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better'); a2.legend()
+        a1.set_title('final checkpoints: full (solid) and SW (dashed)'); a2.set_title('paired difference full - SW')
+    return _layout(fig)
 
 def plot_compare_training(runs:list) -> plt.Figure:
     "Held-out loss and train loss against tokens seen, one colour per setting."
     cols = _groups(runs)
-    with sns.axes_style('whitegrid'):
-        fig, ax = plt.subplots(figsize=(8, 5.4))
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(8, 5))
         for ru, c in zip(runs, cols):
             t = ru['config']['train']; tps = t['batch_size'] * t['seq_len']
             tr = [(r['step'] * tps, r['loss']) for r in ru['log'] if r.get('loss') is not None]
@@ -710,9 +728,9 @@ def plot_compare_training(runs:list) -> plt.Figure:
             ho = sorted({r['step'] * tps: r['heldout_loss'] for r in ru['log'] if r.get('heldout_loss') is not None and (r['step'] % every == 0 or r['step'] == last)}.items())
             if tr: ax.plot(*zip(*tr), lw=0.6, alpha=0.4, color=c)
             if ho: ax.plot(*zip(*ho), '-o', ms=3, color=c, label=f"{run_label(ru)} held-out")
-        ax.set_xlabel('training tokens seen (thin: train loss per step)'); ax.set_ylabel('loss (nats/token)'); ax.legend(fontsize=7)
-        ax.set_title('Training curves', fontsize=10)
-    return _caption_fig(fig, compare_caption(runs), width=130)
+        ax.set_xlabel('training tokens seen (thin: train loss per step)'); ax.set_ylabel('loss (nats/token)'); ax.legend()
+        ax.set_title('Training curves')
+    return _layout(fig)
 
 def compare_runs(run_dirs:list, # curriculum run folders
                  out_dir,       # folder for the PNGs and compare.json
@@ -733,26 +751,31 @@ def compare_runs(run_dirs:list, # curriculum run folders
     return dict(runs=runs, figures=figs, table=table)
 
 def compare_table(runs:list) -> list[dict]:
-    "One row per run and probe of the final checkpoint: PPLs and the paired difference with their CIs and counts."
+    "One row per run and probe of the final checkpoint: PPLs and the paired difference with their CIs and counts (from the runs' entries)."
     rows = []
     for r in runs:
-        s = r['summaries'][-1]; sw = sw_method(s)
-        for p in s['probes']:
-            d = p['diff'].get(f'full-{sw}', {}) if sw else {}
-            rows.append(dict(run=run_label(r), corpus=r['config']['train']['corpus'], step=s['step'], r=p['r'], docs=p['docs'], tokens=p['tokens'],
-                             full=p['ppl']['full']['ppl'], full_lo=p['ppl']['full']['lo'], full_hi=p['ppl']['full']['hi'],
-                             sw=p['ppl'][sw]['ppl'] if sw else None, diff=d.get('mean'), diff_lo=d.get('lo'), diff_hi=d.get('hi'),
-                             excludes_zero=d.get('excludes_zero')))
+        if not r['entries']: continue
+        e = r['entries'][-1]
+        for pr, s in probe_series([e]).items():
+            fl, dc = s['full_ci'][-1] or (None, None), s['diff_ci'][-1] or (None, None)
+            rows.append(dict(run=run_label(r), corpus=r['config']['train']['corpus'], step=e['step'], r=pr, docs=s['docs'], tokens=s['tokens'],
+                             full=s['full'][-1], full_lo=fl[0], full_hi=fl[1], sw=s['sw'][-1], diff=s['diff'][-1], diff_lo=dc[0], diff_hi=dc[1],
+                             excludes_zero=s['excludes_zero'][-1] if s['diff'][-1] is not None else None))
     return rows
 
+def _ci_cell(v, lo, hi, f='.3f', mark=False) -> str:
+    "A table cell: the value, and its CI on a second line (narrow columns: a table fits the page)."
+    if v is None: return ''
+    return (f"{v:{f}}<br>[{lo:{f}}, {hi:{f}}]" if lo is not None else f"{v:{f}}") + (' *' if mark else '')
+
 def table_markdown(rows:list) -> str:
-    "A markdown table of `compare_table` rows."
-    out = ['| run | step | r | docs | tokens | full PPL [95% CI] | SW PPL | full - SW nats/token [95% CI] |', '|---|---|---|---|---|---|---|---|']
+    "A markdown table of `compare_table` rows, six narrow columns."
+    out = ['| run | r | docs / tokens | full PPL [95% CI] | SW PPL | full - SW, nats/token [95% CI] |', '|---|---|---|---|---|---|']
     for w in rows:
-        diff = '' if w['diff'] is None else f"{w['diff']:+.4f} [{w['diff_lo']:+.4f}, {w['diff_hi']:+.4f}]" + (' *' if w['excludes_zero'] else '')
-        out.append(f"| {w['run']} | {w['step']} | {w['r']:g} | {w['docs']} | {w['tokens']} | {w['full']:.3f} [{w['full_lo']:.3f}, {w['full_hi']:.3f}] | "
-                   f"{'' if w['sw'] is None else format(w['sw'], '.3f')} | {diff} |")
+        out.append(f"| {w['run']}<br>step {w['step']} | {w['r']:g} | {w['docs']} / {w['tokens']} | {_ci_cell(w['full'], w['full_lo'], w['full_hi'])} | "
+                   f"{'' if w['sw'] is None else format(w['sw'], '.3f')} | {_ci_cell(w['diff'], w['diff_lo'], w['diff_hi'], '+.4f', w['excludes_zero'])} |")
     return '\n'.join(out) + '\n\n`*`: the 95% CI of the paired difference excludes zero.'
+
 
 # %% ../nbs/13_curriculum.ipynb #67cec6c7
 COMPARE_TITLES = dict(compare_probes='Probe points of the final checkpoints', compare_evolution='Paired difference over training',
@@ -798,7 +821,7 @@ def show_comparison(res:dict):
     runs = res['runs']
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
     display(Markdown('**Final checkpoints, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(res['table'])))
-    display(Markdown('**Claims across seeds** (SCIENCE.md rule 5: at least 3 seeds, every paired CI excluding zero the same way):\n\n'
+    display(Markdown('**Claims across seeds** (the 3-seed rule: at least 3 seeds, every paired CI excluding zero the same way):\n\n'
                      + claims_markdown(seed_claims(runs))))
     cap = compare_caption(runs)
     for k, title in COMPARE_TITLES.items():
@@ -824,21 +847,97 @@ def execute_template(template, # a template notebook path (or a name in nbs/)
     t = Path(template) if Path(template).exists() else template_path(str(template))
     output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
     cwd = cwd or t.resolve().parent.parent
+    km = _kernel_manager_class()
     pm.execute_notebook(str(t), str(output), parameters=dict(parameters or {}), kernel_name=kernel, cwd=str(cwd),
-                        progress_bar=progress, log_output=False)
+                        progress_bar=progress, log_output=False, **(dict(kernel_manager_class=km) if km else {}))
     return output
+
+def _kernel_manager_class():
+    "A kernel manager that provisions CurveZMQ keys (where pyzmq and the kernelspec support them): the kernel's local TCP traffic is encrypted, so ipykernel does not warn that it is not."
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    if not zmq.has('curve') or not AsyncKernelManager.class_traits().get('transport_encryption'): return None
+    class CurveKernelManager(AsyncKernelManager):
+        def __init__(self, **kw): super().__init__(**kw); self.transport_encryption = 'auto'
+    return CurveKernelManager
+
+def progress_state(run_dir) -> dict:
+    "For a progress display: training steps done of total, checkpoints evaluated of total, and the phase, from the run folder's status files."
+    st = read_status(run_dir)
+    cks, ev = st.get('checkpoint_steps') or [], st.get('evaluated') or []
+    phase = st.get('phase') or 'starting'
+    if phase == 'evaluating' and st.get('evaluating') is not None and st['state'] == 'running':
+        phase = f"evaluating the checkpoint of step {st['evaluating']}"
+    return dict(state=st['state'], phase=phase, step=st.get('step') or 0, total_steps=st.get('total_steps'),
+                evaluated=len(ev), checkpoints=len(cks))
+
+class _Watch:
+    "Two progress bars (training steps, checkpoint evaluations) and a line per phase, fed by the run folder while papermill executes the template."
+    def __init__(self, run_dir, every:float=0.5, enabled:bool=True): self.dir, self.every, self.enabled, self.phase = Path(run_dir), every, enabled, None
+    def __enter__(self):
+        if not self.enabled: return self
+        import threading
+        from tqdm import tqdm
+        fmt = '{desc:>10}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]'
+        self.bars = [tqdm(total=1, desc=d, position=i, bar_format=fmt, dynamic_ncols=True, leave=True) for i, d in enumerate(('training', 'evaluation'))]
+        self.stop = threading.Event(); self.th = threading.Thread(target=self._loop, daemon=True); self.th.start()
+        return self
+    def _loop(self):
+        while not self.stop.wait(self.every):
+            try: self.update()
+            except Exception: pass   # a status file being written: the next poll reads it
+    def update(self):
+        p = progress_state(self.dir)
+        if p['state'] == 'missing': return
+        if p['phase'] != self.phase: self.phase = p['phase']; self.bars[0].write(f"[{_now()[11:19]}] {p['phase']}")
+        for bar, n, tot in ((self.bars[0], p['step'], p['total_steps']), (self.bars[1], p['evaluated'], p['checkpoints'])):
+            if tot: bar.total = tot
+            bar.n = min(n, bar.total); bar.refresh()
+    def __exit__(self, *exc):
+        if not self.enabled: return False
+        self.stop.set(); self.th.join()
+        try: self.update()
+        except Exception: pass
+        for b in self.bars: b.close()
+        return False
+
+def run_report(run_dir, notebook=None) -> str:
+    "What `make run` prints at the end: where everything is, and the final checkpoint's headline numbers with their 95% CIs."
+    fc = lambda v, ci=None, f='.3f': '?' if v is None else f"{v:{f}} [{ci[0]:{f}}, {ci[1]:{f}}]" if ci else f"{v:{f}}"
+    d = Path(run_dir); entries = _read_json(d / 'all_summaries.json') or []
+    ts, st = _read_json(d / 'train_summary.json') or {}, _read_json(d / 'curriculum_status.json') or {}
+    figs = sorted(p.name for p in (d / 'figures').glob('*.png'))
+    lines = [f"run folder:        {d}"] + ([f"executed notebook: {notebook}"] if notebook else []) + [
+             f"figures:           {d / 'figures'} ({', '.join(figs) or 'none'})", f"summaries:         {d / 'all_summaries.json'}",
+             f"status:            ttt-status {d}"]
+    if not entries: return '\n'.join(lines + ['no checkpoint was evaluated'])
+    e, conv = entries[-1], ts.get('converged')
+    lines.append(f"final checkpoint, step {e['step']}: train loss {fc(ts.get('final_loss'), None)}, held-out loss {fc(ts.get('heldout_loss'), None)} nats/token; "
+                 f"converged: {'yes' if conv else 'NO' if conv is not None else '?'}; wall time {_fmt_s(st.get('wall_s'))} (training {_fmt_s(st.get('train_s'))})")
+    ser = probe_series([e])
+    head = [r for r in ser if r >= 10] or list(ser)[-2:]   # the pre-declared endpoints: 10W and 20W
+    lines.append(f"headline (W={e['W']}, SW stride {e.get('stride')}, {e['n_docs']} documents, 95% document-bootstrap CIs, single seed):")
+    for r in head:
+        s = ser[r]; fci, sci, dci = s['full_ci'][-1], s['sw_ci'][-1], s['diff_ci'][-1]
+        txt = f"  {r:g}W: full-context PPL {fc(s['full'][-1], fci)}"
+        if s['diff'][-1] is not None:
+            v = 'full context better' if dci[1] < 0 else 'SW better' if dci[0] > 0 else 'no difference resolved'
+            txt += f", SW PPL {fc(s['sw'][-1], sci)}; full - SW {fc(s['diff'][-1], dci, '+.4f')} nats/token ({v})"
+        lines.append(txt + f"; {s['docs']} docs, {s['tokens']} tokens")
+    return '\n'.join(lines)
 
 def run_default(out_root='runs', # folder of run folders (git-ignored)
                 name:str=None,   # the run folder's name (default: curriculum-<UTC time>)
+                progress:bool=True, # progress bars over training steps and checkpoint evaluations, and the phase
                 **parameters,    # template parameters over its defaults
                ) -> Path:        # the run folder
-    "`make run`: the curriculum template with its defaults, into out_root/<name>/; prints where the notebook and figures are."
+    "`make run`: the curriculum template with its defaults into out_root/<name>/, with progress; ends with the paths and the headline numbers."
     name = name or 'curriculum-' + datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d-%H%M%S')
     out = (Path(out_root) / name).resolve()
-    nb = execute_template('run_curriculum.ipynb', out / 'run_curriculum.ipynb', dict(parameters, out_dir=str(out)))
-    print(f"executed notebook: {nb}")
-    print(f"figures:           {out / 'figures'} ({', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))})")
-    print(f"summaries:         {out / 'all_summaries.json'}")
+    print(f"curriculum run (nbs/run_curriculum.ipynb, {'defaults' if not parameters else 'defaults and ' + str(parameters)}) into {out}", flush=True)
+    with _Watch(out, enabled=progress):
+        nb = execute_template('run_curriculum.ipynb', out / 'run_curriculum.ipynb', dict(parameters, out_dir=str(out)))
+    print(run_report(out, nb), flush=True)
     return out
 
 def load_sweep(path) -> tuple[str, list[dict]]:
@@ -908,41 +1007,143 @@ def slim_notebook(src, dst, shrink:bool=True) -> Path:
         c.outputs = [o for o in c.outputs if not (o.get('output_type') == 'stream' and o.get('name') == 'stderr')
                      and 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
         for o in c.outputs:
-            if shrink and 'image/png' in o.get('data', {}):
-                o['data']['image/png'] = base64.b64encode(shrink_png(base64.b64decode(o['data']['image/png']))).decode()
+            if 'image/png' in o.get('data', {}):
+                o.setdefault('metadata', {})['ttt_nb'] = dict(no_footer=True)   # drawn without a caption block: `refresh_published` leaves it
+                if shrink: o['data']['image/png'] = base64.b64encode(shrink_png(base64.b64decode(o['data']['image/png']))).decode()
     nb.metadata.pop('widgets', None)
     dst = Path(dst); dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dst))
     return dst
+
+def page_title(run:dict) -> str:
+    "A run page's title: its name and setting, so the sidebar, browser tabs and search tell the runs apart."
+    return f"{run['name']}: {run_label(run)}, {Path(str(run['config']['train']['corpus'])).name}"
+
+_RULES = re.compile(r'`(?:shared/design/SCIENCE\.md|reports/science\.qmd)`')
+
+def set_page(nb_path, # a notebook page of the site
+             title:str, # its title
+             reports_dir=None, # the site folder (default: the page's folder or its parent, whichever holds science.qmd)
+            ) -> Path:
+    "Title a notebook page (a raw front-matter cell first, which Quarto reads; the template's H1 dropped) and point its mentions of the rules at the site's rules page."
+    import nbformat
+    p = Path(nb_path); nb = nbformat.read(str(p), as_version=4)
+    rep = Path(reports_dir) if reports_dir else next((q for q in (p.parent, p.parent.parent) if (q / 'science.qmd').exists()), p.parent)
+    link = os.path.relpath(rep / 'science.qmd', p.parent)
+    if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.startswith('---'): nb.cells.pop(0)
+    first = True
+    for c in nb.cells:
+        if c.cell_type != 'markdown': continue
+        if first: c.source = re.sub(r'\A\s*# [^\n]*\n*', '', c.source); first = False
+        c.source = _RULES.sub(f'[the rules of the study]({link})', c.source)
+    nb.cells.insert(0, nbformat.v4.new_raw_cell(f'---\ntitle: {json.dumps(title)}\n---'))
+    nbformat.write(nb, str(p))
+    return p
 
 def publish_run(run_dir, # a finished curriculum folder holding its executed notebook
                 reports_dir='reports', # the site folder
                 name:str=None, # page name (default: the run folder's name)
                 notebook:str=None, # the executed notebook (default: the only *.ipynb in run_dir)
                ) -> dict: # {'page': path, 'data': folder}
-    "Copy an executed curriculum notebook and its JSON summaries into reports/curriculum/."
+    "Copy an executed curriculum notebook (titled after its run) and its JSON summaries into reports/curriculum/."
     d = Path(run_dir); name = name or d.name
     nbs = [Path(notebook)] if notebook else sorted(d.glob('*.ipynb'))
     if len(nbs) != 1: raise FileNotFoundError(f"{d}: expected one executed notebook, found {[p.name for p in nbs]}")
     base = Path(reports_dir) / 'curriculum'
     page = slim_notebook(nbs[0], base / f'{name}.ipynb')
+    set_page(page, page_title(dict(load_run(d), name=name)), reports_dir)
     data = base / name; data.mkdir(parents=True, exist_ok=True)
     for f in ('all_summaries.json', 'curriculum.json', 'train_summary.json'):
         if (d / f).exists(): shutil.copy(d / f, data / f)
     return dict(page=str(page), data=str(data))
 
+
 # %% ../nbs/13_curriculum.ipynb #d68f0973
 def publish_comparison(run_dirs:list, # finished curriculum folders
                        reports_dir='reports', # the site folder
                        name:str='compare', # page name: reports/<name>.ipynb, figures in reports/<name>/
+                       title:str=None, # the page title (default: 'Comparison: ' and the runs' labels)
                       ) -> Path:
-    "Execute run_compare.ipynb on the runs with its figures written into the site, and copy the slim notebook there."
+    "Execute run_compare.ipynb on the runs with its figures written into the site, and copy the slim, titled notebook there."
     rep = Path(reports_dir).resolve()
     tmp = rep / f'.{name}-executed.ipynb'
     execute_template('run_compare.ipynb', tmp, dict(run_dirs=[str(Path(d).resolve()) for d in run_dirs], out_dir=str(rep / name)))
     page = slim_notebook(tmp, rep / f'{name}.ipynb'); tmp.unlink()
+    set_page(page, title or 'Comparison: ' + '; '.join(run_label(load_run(d)) for d in run_dirs), rep)
     for f in (rep / name).glob('*.png'): f.write_bytes(shrink_png(f.read_bytes()))
     return page
+
+
+# %% ../nbs/13_curriculum.ipynb #d4037ae4
+def crop_footer(raw:bytes, # a PNG whose bottom holds a block of caption text
+                gap:int=10, # blank rows that separate the caption from the axes above it
+               ) -> bytes | None: # the PNG without the block, or None when no such block is found
+    "Cut the caption block drawn under the axes of a figure: the ink below the lowest blank band of at least `gap` rows."
+    import io
+    from PIL import Image
+    im = Image.open(io.BytesIO(raw)).convert('RGB'); g = np.asarray(im.convert('L'))
+    ink = (g < 200).any(1); rows = np.nonzero(ink)[0]
+    if not len(rows): return None
+    y, blank = rows[-1], 0
+    while y > 0 and blank < gap:
+        y -= 1; blank = 0 if ink[y] else blank + 1
+    if blank < gap: return None
+    while y > 0 and not ink[y]: y -= 1   # up to the lowest ink of the figure itself
+    cut = y + 8
+    if cut < 0.5 * len(ink): return None   # no separate block in the lower half: leave the figure alone
+    buf = io.BytesIO(); im.crop((0, 0, im.width, cut)).save(buf, format='PNG')
+    return shrink_png(buf.getvalue())
+
+def _published_run(data_dir:Path) -> dict:
+    "A run dict from a published data folder (config, train summary, entries; no eval folder, no log)."
+    return dict(dir=str(data_dir), name=data_dir.name, config=_read_json(data_dir / 'curriculum.json'), train_summary=_read_json(data_dir / 'train_summary.json') or {},
+                entries=_read_json(data_dir / 'all_summaries.json') or [], summaries=[], log=[], status={}, figures={})
+
+def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
+    "Rewrite a page's outputs in place: probe table, caption markup, figures (probes redrawn from `run`, the others cropped); returns the figures changed."
+    import base64, tempfile
+    title, changed = None, 0
+    titles = {v: k for k, v in {**FIGURE_TITLES, **COMPARE_TITLES}.items()}
+    for c in nb.cells:
+        for o in c.get('outputs', []):
+            d = o.get('data', {})
+            if 'text/markdown' in d:
+                md = d['text/markdown']
+                if md.startswith('### '): title = titles.get(md[4:].strip())
+                if md.startswith(('**Final checkpoint, probe points**', '**Final checkpoints, probe points**')) and table is not None:
+                    md = md.split('\n\n')[0] + '\n\n' + table_markdown(table)
+                md = md.replace('r*W', 'r×W').replace('SCIENCE.md rule 5:', 'the 3-seed rule:')
+                d['text/markdown'] = md
+            if 'image/png' in d and not o.get('metadata', {}).get('ttt_nb', {}).get('no_footer'):
+                if title == 'probes' and run is not None:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        from ttt_nb import plots
+                        new = shrink_png(plots.save_figure(plot_probes_over_training(run), Path(tmp) / 'p.png', dpi=FIG_DPI).read_bytes())
+                else: new = crop_footer(base64.b64decode(d['image/png']))
+                if new is None: continue
+                d['image/png'] = base64.b64encode(new).decode(); o.setdefault('metadata', {})['ttt_nb'] = dict(no_footer=True); changed += 1
+                if figure_dir is not None and title and (Path(figure_dir) / f'{title}.png').exists(): (Path(figure_dir) / f'{title}.png').write_bytes(new)
+    return changed
+
+def refresh_published(reports_dir='reports', # the site folder
+                      compare_titles:dict=None, # {page name: title} of the comparison pages (default: from their runs)
+                     ) -> dict: # {page: figures changed}
+    "Bring the published pages up to date without re-running: titles, rules link, captions, narrow tables, the probe figure redrawn, the others without their caption block. Idempotent."
+    import nbformat
+    rep, done = Path(reports_dir), {}
+    for p in sorted((rep / 'curriculum').glob('*.ipynb')):
+        run = _published_run(p.with_suffix(''))
+        nb = nbformat.read(str(p), as_version=4)
+        done[str(p)] = _refresh_outputs(nb, run, compare_table([run]))
+        nbformat.write(nb, str(p)); set_page(p, page_title(run), rep)
+    for p in sorted(rep.glob('compare*.ipynb')):
+        cj = _read_json(p.with_suffix('') / 'compare.json') or {}
+        nb = nbformat.read(str(p), as_version=4)
+        done[str(p)] = _refresh_outputs(nb, None, cj.get('table'), p.with_suffix(''))
+        nbformat.write(nb, str(p))
+        labels = '; '.join(dict.fromkeys(w['run'] for w in cj.get('table', [])))
+        set_page(p, (compare_titles or {}).get(p.stem) or f'Comparison: {labels}', rep)
+    return done
 
 # %% ../nbs/13_curriculum.ipynb #29598269
 def _fmt_ci(v, ci, f='.3f'):
@@ -967,17 +1168,22 @@ def results_markdown(reports_dir='reports', # the site folder, holding curriculu
                    + f"; converged: {'yes' if conv else '**no**' if conv is not None else '?'} (final train loss {ts.get('final_loss', float('nan')):.3f}, held-out {ts.get('heldout_loss', float('nan')):.3f}). "
                    f"Evaluated on {e0['n_docs']} documents of {e0.get('eval_split')} ({e0['n_tokens']} tokens, corpus hash `{str(e0.get('corpus_hash'))[:12]}`), "
                    f"SW stride {e0.get('stride')}; {_hw(hw)}, ttt_nb {hw.get('ttt_nb')}, torch {hw.get('torch')}.\n")
-        head = '| step | train loss | held-out loss | memory token_idx[b-1] per layer | ' + ' | '.join(f'full PPL at {r:g}W [CI] | full - SW at {r:g}W, nats [CI]' for r in rs) + ' |'
-        out.append(head); out.append('|' + '---|' * (4 + 2 * len(rs)))
+        # three narrow tables (at most 1 + 5 columns, CIs on a second line) instead of one 14 columns wide
+        out += ['| step | train loss | held-out loss | memory token_idx[b-1] per layer |', '|---|---|---|---|']
         for e in entries:
             ms = e.get('memory_scale')
-            cells = [str(e['step']), _fmt_ci(e.get('train_loss'), None), _fmt_ci(e.get('heldout_loss'), None),
-                     '' if not ms else ', '.join(f'{x:.3f}' for x in ms)]
-            for r in rs:
-                k = fmt_r_(r); d = e.get(f'diff_at_{k}xW')
-                cells.append(_fmt_ci(e.get(f'ttt_ppl_at_{k}xW'), e.get(f'ttt_ppl_at_{k}xW_ci')))
-                cells.append('' if not d else _fmt_ci(d['mean'], (d['lo'], d['hi']), '+.4f') + (' *' if d['excludes_zero'] else ''))
-            out.append('| ' + ' | '.join(cells) + ' |')
+            out.append(f"| {e['step']} | {_fmt_ci(e.get('train_loss'), None)} | {_fmt_ci(e.get('heldout_loss'), None)} | {'' if not ms else ', '.join(f'{x:.3f}' for x in ms)} |")
+        for what in ('full', 'diff'):
+            out.append('\n**Full-context PPL at r×W** [95% CI]:\n' if what == 'full' else
+                       '\n**Paired difference full - SW at r×W**, nats/token [95% CI]:\n')
+            out += ['| step | ' + ' | '.join(f'{r:g}W' for r in rs) + ' |', '|---|' + '---|' * len(rs)]
+            for e in entries:
+                cells = []
+                for r in rs:
+                    k = fmt_r_(r); d, ci = e.get(f'diff_at_{k}xW'), e.get(f'ttt_ppl_at_{k}xW_ci') or (None, None)
+                    cells.append(_ci_cell(e.get(f'ttt_ppl_at_{k}xW'), *ci) if what == 'full' else
+                                 '' if not d else _ci_cell(d['mean'], d['lo'], d['hi'], '+.4f', d['excludes_zero']))
+                out.append(f"| {e['step']} | " + ' | '.join(cells) + ' |')
         out.append(f"\nDocuments / tokens behind each probe at the last step: "
                    + ', '.join(f"{r:g}W: {e0.get(f'docs_at_{fmt_r_(r)}xW')} / {e0.get(f'tokens_at_{fmt_r_(r)}xW')}" for r in rs) + '.\n')
         mem = memory_note(e0.get('memory_scale'))
