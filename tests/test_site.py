@@ -62,3 +62,54 @@ def test_site_does_not_execute(site):
     q = site / '_quarto.yml'
     q.write_text(q.read_text().replace('enabled: false', 'enabled: true').replace('freeze: true', 'freeze: false'))
     assert any('must not execute' in p for p in check_site.check_site(site))
+
+
+def test_glob_inside_a_contents_list_fails(site):
+    "The sidebar glob as an item of `contents:` renders no sidebar; only the bare string is expanded."
+    q = site / '_quarto.yml'
+    q.write_text(q.read_text().replace('contents: reports/curriculum/*.ipynb', 'contents:\n        - reports/curriculum/*.ipynb'))
+    probs = check_site.check_site(site)
+    assert any('glob' in p and 'reports/curriculum/*.ipynb' in p for p in probs), probs
+
+
+def test_every_page_has_its_own_title():
+    titles = [check_site.page_title(p) for p in check_site.site_pages(ROOT)[0]]
+    assert None not in titles and len(set(titles)) == len(titles), titles
+    cur = [t for p, t in zip(check_site.site_pages(ROOT)[0], titles) if p.parent.name == 'curriculum']
+    assert all(t.startswith(p.stem + ':') for p, t in zip(sorted(p for p in check_site.site_pages(ROOT)[0] if p.parent.name == 'curriculum'), sorted(cur)))
+
+
+def test_duplicate_titles_fail(site):
+    a, b = sorted((site / 'reports' / 'curriculum').glob('*.ipynb'))[:2]
+    for nb in (a, b):   # the title the curriculum pages had before each was titled after its run
+        d = json.loads(nb.read_text())
+        d['cells'] = [c for c in d['cells'] if c['cell_type'] != 'raw']
+        d['cells'].insert(0, dict(cell_type='markdown', metadata={}, source=['# Curriculum: how length generalization emerges']))
+        nb.write_text(json.dumps(d))
+    probs = check_site.check_site(site)
+    assert any('share the title' in p and a.name in p and b.name in p for p in probs), probs
+
+
+@pytest.mark.parametrize('text,bad', [
+    ('**Probe points r*W over training.** Left: PPL.', True),    # the caption that showed its asterisks
+    ('**bold** and *italic*, a table mark +0.1 * |', False),
+    ('**bold without its end. Then more text', True),
+    ('Probe points r×W, escaped r\\*W and `r*W` in code.', False),
+    ('* a list item\n* another with **bold**', False),
+])
+def test_emphasis(text, bad):
+    assert bool(check_site.emphasis_problems(text)) == bad, check_site.emphasis_problems(text)
+
+
+def test_broken_emphasis_in_a_caption_fails(site):
+    nb = next((site / 'reports' / 'curriculum').glob('*.ipynb'))
+    nb.write_text(nb.read_text().replace('**Probe points r×W over training.**', '**Probe points r*W over training.**'))
+    assert any('intraword' in p and nb.name in p for p in check_site.check_site(site))
+
+
+def test_rules_are_on_the_site():
+    "The pages point at the site's rules page, never at a file the site does not publish."
+    pages, _ = check_site.site_pages(ROOT)
+    assert ROOT / 'reports' / 'science.qmd' in pages
+    for p in pages:
+        assert 'shared/design' not in p.read_text(), p

@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Check the results site without Quarto: every page that _quarto.yml names exists, and every figure, link and
 include those pages name exists (relative to the page); executed notebooks hold their figures as decodable
-embedded PNGs and every `attachment:` they use is attached.
+embedded PNGs and every `attachment:` they use is attached. Also what renders without error but wrong: a glob that is
+an item of a `contents:` list (Quarto expands a glob only when `contents:` is that bare string), two pages with the
+same title, and emphasis markup that cannot render as written (an intraword `*`, as in `r*W`, or an odd number of
+`*` delimiters in a paragraph).
 
     python tools/check_site.py [ROOT]     # ROOT holds _quarto.yml (default: the repository root)
 
@@ -27,16 +30,82 @@ def _local(target: str) -> str | None:
     return unquote(u.path) or None
 
 
+_GLOB = re.compile(r'[*?\[]')
+
+
 def _nav_hrefs(node) -> list:
-    "Every `href`/`file` in the website navigation (navbar, sidebar, page-footer), recursively."
+    "Every `href`/`file` in the website navigation (navbar, sidebar, page-footer), recursively; a bare `contents:` string too."
     out = []
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in ('href', 'file') and isinstance(v, str): out.append(v)
+            if k in ('href', 'file', 'contents') and isinstance(v, str): out.append(v)
             else: out += _nav_hrefs(v)
     elif isinstance(node, list):
         for v in node:
             out += [v] if isinstance(v, str) and v.endswith(_PAGE_EXT) else _nav_hrefs(v)
+    return out
+
+
+def glob_items(website: dict) -> list:
+    "Problems: a glob that is an item of a `contents:` list (Quarto lists nothing for it) instead of the bare string."
+    out = []
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == 'contents' and isinstance(v, list):
+                    for item in v:
+                        t = item if isinstance(item, str) else (item.get('href') or item.get('file')) if isinstance(item, dict) else None
+                        if isinstance(t, str) and _GLOB.search(t):
+                            out.append(f"_quarto.yml: {where}.contents lists the glob {t!r} as an item; Quarto expands a glob only "
+                                       f"when contents: is that bare string (contents: {t})")
+                walk(v, f'{where}.{k}')
+        elif isinstance(node, list):
+            for i, v in enumerate(node): walk(v, f'{where}[{i}]')
+    walk(website, 'website')
+    return out
+
+
+def page_title(page: Path) -> str | None:
+    "The title Quarto gives a page: front matter `title` (a .qmd's header, a notebook's first raw cell), else the first H1."
+    try:
+        if page.suffix == '.ipynb':
+            cells = json.loads(page.read_text()).get('cells', [])
+            texts = [(c.get('cell_type'), ''.join(c.get('source', []))) for c in cells]
+        else: texts = [('raw', page.read_text())]
+    except (OSError, ValueError): return None
+    if texts and texts[0][0] == 'raw':
+        m = re.match(r'\s*---\n(.*?)\n---', texts[0][1], re.S)
+        if m:
+            try: t = (yaml.safe_load(m[1]) or {}).get('title')
+            except yaml.YAMLError: t = None
+            if t: return str(t)
+    for kind, text in texts:
+        if kind == 'markdown':
+            m = re.search(r'^# (.+)$', text, re.M)
+            if m: return m[1].strip()
+        if kind == 'raw' and page.suffix != '.ipynb':
+            m = re.search(r'^# (.+)$', re.sub(r'```.*?```', '', text, flags=re.S), re.M)
+            if m: return m[1].strip()
+    return None
+
+
+def emphasis_problems(text: str) -> list:
+    "Markup that Pandoc cannot render as written: an intraword `*` (r*W opens or closes emphasis), an odd number of `**` or of `*` delimiters in a paragraph."
+    out = []
+    text = re.sub(r'```.*?```|<!--.*?-->', '', text, flags=re.S)   # code blocks and HTML comments are not markup
+    for para in re.split(r'\n\s*\n', text):
+        p = re.sub(r'`[^`]*`', '', para).replace('\\*', '')
+        p = re.sub(r'^\s*\* ', '', p, flags=re.M)          # list bullets
+        strong, em, bad = 0, 0, []
+        for m in re.finditer(r'\*+', p):
+            before = p[m.start() - 1] if m.start() else ' '
+            after = p[m.end()] if m.end() < len(p) else ' '
+            if before.isspace() and after.isspace(): continue   # a lone `*` between spaces is literal
+            if before.isalnum() and after.isalnum(): bad.append(p[max(0, m.start() - 12):m.end() + 12])
+            strong += len(m[0]) // 2; em += len(m[0]) % 2
+        snippet = ' '.join(para.split())[:70]
+        out += [f"intraword '*' in {b.strip()!r} (write r×W, or escape it as \\*)" for b in bad]
+        if (strong % 2 or em % 2) and not bad: out.append(f"unbalanced '*' emphasis in {snippet!r}")
     return out
 
 
@@ -56,6 +125,7 @@ def site_pages(root: Path) -> tuple[list, list]:
         hits = sorted(glob.glob(str(root / pat), recursive=True))
         if not hits: problems.append(f"_quarto.yml: render entry {pat!r} matches no file")
         pages += [Path(h) for h in hits]
+    problems += glob_items(cfg.get('website') or {})
     for href in _nav_hrefs(cfg.get('website') or {}):
         if _local(href) is None: continue
         hits = [Path(h) for h in sorted(glob.glob(str(root / _local(href)), recursive=True))]
@@ -88,6 +158,7 @@ def check_notebook(page: Path, root: Path) -> list:
         src = ''.join(c.get('source', []))
         if c.get('cell_type') == 'markdown':
             problems += _check_targets(page, src, f'{rel} cell {i}', root)
+            problems += [f'{rel} cell {i}: {q}' for q in emphasis_problems(src)]
             for a in re.findall(r'attachment:([^)\s"]+)', src):
                 if a not in (c.get('attachments') or {}): problems.append(f"{rel} cell {i}: attachment {a!r} is not attached")
         for o in c.get('outputs', []) or []:
@@ -101,7 +172,9 @@ def check_notebook(page: Path, root: Path) -> list:
                 except Exception as e: problems.append(f"{rel} cell {i}: an embedded figure is not a valid PNG ({e})")
             if 'text/markdown' in data:
                 md = data['text/markdown']
-                problems += _check_targets(page, ''.join(md) if isinstance(md, list) else md, f'{rel} cell {i} output', root)
+                md = ''.join(md) if isinstance(md, list) else md
+                problems += _check_targets(page, md, f'{rel} cell {i} output', root)
+                problems += [f'{rel} cell {i} output: {q}' for q in emphasis_problems(md)]
             if o.get('output_type') == 'error': problems.append(f"{rel} cell {i}: holds an error output ({o.get('ename')})")
     if n_png == 0: problems.append(f'{rel}: an executed notebook page without any figure (was it executed?)')
     return problems
@@ -116,7 +189,15 @@ def check_site(root='.') -> list:
         if p.suffix == '.ipynb': problems += check_notebook(p, root)
         elif p.suffix in ('.qmd', '.md'):
             text = re.sub(r'```.*?```', '', p.read_text(), flags=re.S)   # code blocks name no files
+            text = re.sub(r'\A\s*---\n.*?\n---', '', text, flags=re.S)   # nor does the front matter
             problems += _check_targets(p, text, str(p.relative_to(root)), root)
+            problems += [f'{p.relative_to(root)}: {q}' for q in emphasis_problems(text)]
+    titles = {}
+    for p in pages:
+        if p.exists(): titles.setdefault(page_title(p), []).append(p.relative_to(root).as_posix())
+    for t, ps in titles.items():
+        if t is None: problems += [f'{q}: no title (front matter title or a first-level heading)' for q in ps]
+        elif len(ps) > 1: problems.append(f"{len(ps)} pages share the title {t!r}: {', '.join(ps)}")
     return problems
 
 
