@@ -378,3 +378,10 @@ def test_cli_bad_weights_one_line_exit_2(tmp_path, monkeypatch, capsys):
     code, err = _exit_code(capsys, [str(ck)] + args)                              # the weights do not fit config.json
     assert code == 2 and err.splitlines()[-1].startswith('ttt-eval: error: ') and 'Traceback' not in err, err
     assert not (tmp_path / 'ev' / 'summary.json').exists()
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
+def test_cli_device_not_here_one_line(tmp_path, monkeypatch, capsys):
+    ck, args = _run_folder(tmp_path, monkeypatch)
+    for dev, msg in [('cuda', 'sees no CUDA GPU'), ('nonsense', 'unknown device')]:
+        code, err = _exit_code(capsys, [str(ck)] + args + ['--device', dev])
+        assert code == 2 and msg in err and err.count('\n') == 1, err

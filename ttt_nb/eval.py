@@ -458,7 +458,7 @@ def old_rows(entries:list) -> list[dict]:
     "Flat rows (name, step, r, ttt_ppl, sw_ppl, improvement, ...) of `read_old_summaries` records."
     return [dict(name=e['name'], step=e['step'], W=e['W'], r=r, **p) for e in entries for r, p in e['probes'].items()]
 
-# %% ../nbs/10_eval.ipynb #b07b8e2c
+# %% ../nbs/10_eval.ipynb #a4075975
 def _run_context(ckpt:Path) -> dict:
     "What a training run left beside a checkpoint: run config, checkpoint meta, train summary (each optional)."
     ctx = {}
@@ -537,10 +537,8 @@ def run(argv:list|None=None) -> dict:
         if a.min_len is not None and a.min_len < 2: raise ValueError(f"--min-len must be >= 2 (a document needs a token to predict), got {a.min_len}")
         corpus, tok = a.corpus or rc.get('corpus'), a.tokenizer or rc.get('tokenizer') or 'byte'
         if not corpus: raise ValueError("give --corpus (no run config.json beside the checkpoint)")
-        from ttt_nb.core import default_device
-        try: device = default_device() if a.device == 'auto' else torch.device(a.device)
-        except RuntimeError as e: raise ValueError(f"--device {a.device!r}: {_one_line(e)}") from e
-        if device.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"--device {a.device}: no CUDA device here; use --device cpu or auto")
+        from ttt_nb.core import as_device
+        device = as_device(None if a.device == 'auto' else a.device)   # one line if it is not here
         model = load_checkpoint(ckpt, a.dtype, device)
         from ttt_nb import data as D
         td = D.load_tokenized(corpus, a.split, tok, **kw)
