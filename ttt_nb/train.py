@@ -200,7 +200,7 @@ class Dist:
     def close(self):
         if self.enabled and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
-# %% ../nbs/09_train.ipynb #3e972ec1
+# %% ../nbs/09_train.ipynb #d3b5c04d
 def build_model(cfg:TrainConfig, # preset, overrides or init_from
                 vocab_size:int, # the tokenizer's vocabulary size
                ) -> nn.Module:
@@ -253,7 +253,7 @@ def load_pretrained(path) -> nn.Module:
     except ValueError: raise
     except Exception as e:   # a truncated or damaged weight file: one line, not the loader's traceback
         raise ValueError(f"{p}: cannot read the weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "the file is truncated or damaged") from None
+                         "a missing, truncated or damaged weight file") from None
     _check_loading_info(p, info)
     return model
 
