@@ -101,7 +101,7 @@ def test_bad_input_errors():
     m = model()
     ids = torch.randint(0, V, (2, 6))
     for bad, msg in [(torch.tensor([1, 2, 3]), 'add a batch dim'), (torch.tensor([[1, V]]), r'vocabulary is \[0, 40\)'),
-                     (torch.tensor([[-1, 2]]), 'token ids in'), (ids.float(), 'integer token ids'),
+                     (torch.tensor([[-1, 2]]), 'token ids in'), (ids.float(), 'token ids, got torch.float32'),
                      (torch.zeros(2, 0, dtype=torch.long), 'at least one')]:
         with pytest.raises(ValueError, match=msg): m(bad)
     with pytest.raises(ValueError, match='labels must have the shape'): m(ids, labels=ids[:, :3])
