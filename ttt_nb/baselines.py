@@ -12,31 +12,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedConfig, PreTrainedModel, GenerationMixin, AutoConfig, AutoModelForCausalLM
 from transformers.utils import ModelOutput
+from .config import TTTConfig, check_keys
 
 # %% auto #0
 __all__ = ['preset_widths', 'TransformerConfig', 'SWAConfig', 'KVState', 'RMSNorm', 'SwiGLU', 'Attention', 'Block', 'LMOutput',
            'TransformerForCausalLM', 'SWAForCausalLM']
 
 # %% ../nbs/07_baselines.ipynb #ba692cbb
-_PRESETS = {  # widths of the TTT presets (hidden, layers, heads, intermediate), used when ttt_nb.config is absent
-    'tiny': dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=172),
-    '125m': dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048),
-    '350m': dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=2736),
-    '760m': dict(hidden_size=1536, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-    '1b': dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, intermediate_size=5504),
-}
 _WIDTH_KEYS = ('hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'vocab_size')
 
 def preset_widths(name:str, # a TTTConfig preset: tiny, 125m, 350m, 760m, 1b
                  ) -> dict:
-    "The width/depth fields of a TTT preset (from `TTTConfig.from_preset` when available)."
-    try:
-        from ttt_nb.config import TTTConfig
-        c = TTTConfig.from_preset(name)
-        return {k: getattr(c, k) for k in _WIDTH_KEYS if hasattr(c, k)}
-    except ImportError: pass
-    if name not in _PRESETS: raise ValueError(f"unknown preset {name!r}: use one of {sorted(_PRESETS)}")
-    return dict(_PRESETS[name])
+    "The width/depth fields of a TTT preset, so a baseline matches the TTT model it is compared with."
+    c = TTTConfig.from_preset(name)
+    return {k: getattr(c, k) for k in _WIDTH_KEYS}
 
 class TransformerConfig(PreTrainedConfig):
     "Configuration of the full-attention baseline (`sliding_window=None`)."
@@ -58,10 +47,26 @@ class TransformerConfig(PreTrainedConfig):
         self.num_attention_heads, self.intermediate_size, self.rms_norm_eps = num_attention_heads, intermediate_size, rms_norm_eps
         self.rope_theta, self.initializer_range, self.max_position_embeddings = rope_theta, initializer_range, max_position_embeddings
         self.sliding_window = sliding_window
-        if hidden_size % num_attention_heads: raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
-        if sliding_window is not None and sliding_window < 1: raise ValueError(f"sliding_window must be >= 1, got {sliding_window}")
+        check_keys(type(self), kwargs)           # a misspelled field is an error, not a silent default
+        self.validate()
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    def validate(self) -> None:
+        "Raise one ValueError line naming the first impossible field."
+        def need(ok, msg):
+            if not ok: raise ValueError(f"{type(self).__name__}: {msg}")
+        for f in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'max_position_embeddings'):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{f} must be a positive int, got {v!r}")
+        need(self.hidden_size % self.num_attention_heads == 0,
+             f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
+        need((self.hidden_size // self.num_attention_heads) % 2 == 0, "the head dim must be even (RoPE rotates pairs)")
+        for f in ('rms_norm_eps', 'rope_theta'):
+            v = getattr(self, f)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, f"{f} must be a number > 0, got {v!r}")
+        W = self.sliding_window
+        need(W is None or (isinstance(W, int) and not isinstance(W, bool) and W >= 1), f"sliding_window must be an int >= 1 or None, got {W!r}")
 
     @classmethod
     def from_preset(cls, name:str, **overrides):
