@@ -13,7 +13,7 @@ FLOPs are algorithmic and the same for every TTT implementation (those of our ke
 below), so the TFLOP/s compare like with like; bytes are the minimum traffic of our kernels.
 """
 from __future__ import annotations
-import argparse, json, math, os, sys, time, traceback
+import argparse, importlib, json, math, os, sys, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +76,7 @@ def ttt_inputs(B, H, T, d, b, dtype, device, seed=0):
 def make_impl(name, compile_max_T):
     "A function (inputs) -> out for one implementation, or raise with the reason it is not available."
     if name == 'triton':
-        from ttt_nb.ops import ttt_triton
-        op = getattr(ttt_triton, f'ttt_{KIND}')
+        op = getattr(importlib.import_module(f'ttt_nb.ops.ttt_{KIND}_triton'), f'ttt_{KIND}')
         return lambda xs: op(*xs)[0]
     if name == 'ref':
         from ttt_nb.ops import ttt_ref
@@ -186,10 +185,11 @@ def bench_one(name, impl, shape, dtype, device, mode, reps):
 
 def check_against_reference(shape, dtype, device):
     "Relative RMS difference of the Triton output from the reference at this shape (a sanity check next to the times)."
-    from ttt_nb.ops import ttt_ref, ttt_triton
+    from ttt_nb.ops import ttt_ref
+    kernels = importlib.import_module(f'ttt_nb.ops.ttt_{KIND}_triton')
     xs = ttt_inputs(*shape, dtype, device)
     with torch.no_grad():
-        a, r = (getattr(m, f'ttt_{KIND}')(*xs)[0].double() for m in (ttt_triton, ttt_ref))
+        a, r = (getattr(m, f'ttt_{KIND}')(*xs)[0].double() for m in (kernels, ttt_ref))
     return ((a - r).pow(2).mean().sqrt() / r.pow(2).mean().sqrt()).item()
 
 def markdown(res):

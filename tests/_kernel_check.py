@@ -8,9 +8,13 @@ imported, so tests/test_kernels.py runs this file in a child process:
 Importing this module does not import triton (the test module imports it for the case list).
 """
 from __future__ import annotations
-import json, sys, time
+import importlib, json, sys, time
 from dataclasses import dataclass
 import torch
+
+def triton_module(kind:str):
+    "The kernel module of one op: `ttt_nb.ops.ttt_linear_triton` or `ttt_nb.ops.ttt_mlp_triton` (imports triton)."
+    return importlib.import_module(f"ttt_nb.ops.ttt_{kind}_triton")
 
 @dataclass(frozen=True)
 class Case:
@@ -97,10 +101,10 @@ def run(fn, xs, offset, kind, upcast=False, seed=0):
 
 def errors(c:Case, device='cpu') -> dict:
     "Relative RMS error of every output, final state and gradient of the Triton op against the float64 reference."
-    from ttt_nb.ops import ttt_ref, ttt_triton
+    from ttt_nb.ops import ttt_ref
     xs = make_inputs(c, device)
     op = f"ttt_{c.kind}"
-    got = run(getattr(ttt_triton, op), xs, c.offset, c.kind)
+    got = run(getattr(triton_module(c.kind), op), xs, c.offset, c.kind)
     want = run(getattr(ttt_ref, op), xs, c.offset, c.kind, upcast=True)
     res = {}
     for k, w in want.items():
@@ -111,8 +115,7 @@ def errors(c:Case, device='cpu') -> dict:
 
 def split_errors(c:Case, pieces=(1, 5, 14), device='cpu') -> dict:
     "A sequence run through the kernel in pieces (decode steps included), passing the state, against one call."
-    from ttt_nb.ops import ttt_triton
-    op = getattr(ttt_triton, f"ttt_{c.kind}")
+    op = getattr(triton_module(c.kind), f"ttt_{c.kind}")
     xs = make_inputs(c, device)
     n = len(STATE[c.kind])
     with torch.no_grad():
@@ -138,7 +141,7 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from ttt_nb.ops import ttt_triton as K
+    K = triton_module('mlp' if kernel.startswith('mlp') else 'linear')
     fn = getattr(K, f"_{kernel}_kernel" if kernel.startswith('mlp') else f"_linear_{kernel}_kernel")
     BD, BT = K._blocks(D, b)
     consts = dict(D=D, BD=BD, MB=b, BT=BT, HAS_G=has_g, EPS=1e-6, PREC=K._prec(DTYPES[dtype]))
@@ -186,6 +189,8 @@ MODEL_TOL = dict(loss=1e-6, grad=1e-3)  # fp32: the worst parameter is the learn
 # The compiled path, which the interpreter does not exercise: (kernel, dtype, head dim) built for sm_90.
 COMPILE_CASES = [('fwd', 'bf16', 64), ('bwd', 'bf16', 128), ('mlp_fwd', 'bf16', 128), ('mlp_bwd', 'fp32', 128)]
 
+KERNELS = dict(linear=('_linear_fwd_kernel', '_linear_bwd_kernel'), mlp=('_mlp_fwd_kernel', '_mlp_bwd_kernel'))
+
 def compile_all() -> dict:
     res = {}
     for k in COMPILE_CASES:
@@ -202,6 +207,8 @@ def main(device='cpu'):
     if device == 'cpu':  # a one-layer 'tiny' model, 20 tokens (one full and one partial mini-batch)
         for kind in ('linear', 'mlp'): res[f"model-{kind}"] = model_errors(kind, layers=1)
     res['seconds'] = time.time() - t0
+    res['kernel_types'] = {n: type(getattr(triton_module(k), n)).__name__  # InterpretedFunction under TRITON_INTERPRET=1
+                           for k, ns in KERNELS.items() for n in ns}
     print(json.dumps(res))
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest, torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+
 from _kernel_check import (CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASES, SMEM_LIMIT, MODEL_TOL, kind_of, names,
                            errors, split_errors, model_errors, COMPILE_CASES)
 
@@ -64,19 +64,24 @@ def test_model_matches_reference_interpreted(interpreted, kind):
     r = interpreted[f"model-{kind}"]
     assert r['same_params'] and r['loss'] <= MODEL_TOL['loss'] and r['grad'] <= MODEL_TOL['grad'], r
 
-def test_interpreter_does_not_leak():
-    "The interpreter was chosen in the child process only."
-    assert os.environ.get('TRITON_INTERPRET', '0') in ('', '0')
+def test_interpreter_stays_in_the_child(interpreted):
+    "The CPU grid ran in Triton's interpreter, and only in the child: the kernels imported here are compiled ones."
+    assert set(interpreted['kernel_types'].values()) == {'InterpretedFunction'}, interpreted['kernel_types']
+    if os.environ.get('TRITON_INTERPRET') == '1': pytest.skip('this pytest process itself was started in the interpreter')
+    from triton.runtime.jit import JITFunction
+    from _kernel_check import KERNELS, triton_module
+    for kind, names_ in KERNELS.items():
+        for n in names_: assert isinstance(getattr(triton_module(kind), n), JITFunction), (kind, n)
 
 def test_supports_and_fallback():
     "The dispatch runs the reference where the kernels do not reach (float64, head dim > 128)."
-    from ttt_nb.ops import ttt_triton, ttt_ref, dispatch
+    from ttt_nb.ops import ttt_linear_triton, ttt_mlp_triton, ttt_ref, dispatch
     args = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=4, b=4)  # float64
-    assert 'float64' in ttt_triton.supports(args[0], args[4])
-    assert ttt_triton.supports(args[0].float(), args[4]) is None
-    assert ttt_triton.supports(args[0].float(), args[4], kind='mlp') is None
-    assert ttt_triton.supports(args[0].float(), args[4], kind='mlp', needs_grad=True) is None
-    assert 'head dim' in ttt_triton.supports(torch.zeros(1, 1, 2, 256), args[4])
+    for K in (ttt_linear_triton, ttt_mlp_triton):
+        assert 'float64' in K.supports(args[0], args[4])
+        assert K.supports(args[0].float(), args[4]) is None
+        assert 'head dim' in K.supports(torch.zeros(1, 1, 2, 256), args[4])
+        assert 'mini-batch' in K.supports(args[0].float(), torch.zeros(65))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         out = dispatch.ttt_linear(*args, impl='triton')[0]
@@ -85,12 +90,13 @@ def test_supports_and_fallback():
         torch.testing.assert_close(dispatch.ttt_mlp(*margs, impl='triton')[0], ttt_ref.ttt_mlp(*margs)[0])
 
 def test_validation():
-    from ttt_nb.ops import ttt_triton, ttt_ref
+    from ttt_nb.ops import ttt_ref
+    from ttt_nb.ops.ttt_linear_triton import ttt_linear
     XQ, XK, XV, lr, ti, lnw, lnb, params = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=16, b=4, dtype=torch.float32)
-    with pytest.raises(ValueError, match='offset'): ttt_triton.ttt_linear(XQ, XK, XV, lr, ti, lnw, lnb, params, None, 4)
-    with pytest.raises(ValueError, match='lr'): ttt_triton.ttt_linear(XQ, XK, XV, lr[..., :2], ti, lnw, lnb, params)
-    with pytest.raises(ValueError, match='does not cover'): ttt_triton.ttt_linear(*(t.double() for t in (XQ, XK, XV, lr)),
-                                                                                 ti, lnw, lnb, params)
+    with pytest.raises(ValueError, match='offset'): ttt_linear(XQ, XK, XV, lr, ti, lnw, lnb, params, None, 4)
+    with pytest.raises(ValueError, match='lr'): ttt_linear(XQ, XK, XV, lr[..., :2], ti, lnw, lnb, params)
+    with pytest.raises(ValueError, match='does not cover'): ttt_linear(*(t.double() for t in (XQ, XK, XV, lr)),
+                                                                       ti, lnw, lnb, params)
 
 @pytest.mark.parametrize('case', ['-'.join(map(str, k)) for k in COMPILE_CASES])
 def test_compiles_for_sm90(compiled, case):

@@ -10,9 +10,14 @@ import torch
 # %% auto #0
 __all__ = ['IMPLS', 'resolve_impl', 'ttt_linear', 'ttt_mlp']
 
-# %% ../../nbs/03_ops.dispatch.ipynb #8eeecd58
+# %% ../../nbs/03_ops.dispatch.ipynb #87fe7ca3
 IMPLS = ('auto', 'torch', 'triton')
-_MODULES = {'torch': 'ttt_nb.ops.ttt_ref', 'triton': 'ttt_nb.ops.ttt_triton'}
+_MODULES = {'torch': dict(ttt_linear='ttt_nb.ops.ttt_ref', ttt_mlp='ttt_nb.ops.ttt_ref'),
+            'triton': dict(ttt_linear='ttt_nb.ops.ttt_linear_triton', ttt_mlp='ttt_nb.ops.ttt_mlp_triton')}
+
+def _triton_available() -> bool:
+    try: importlib.import_module('ttt_nb.ops.ttt_linear_triton'); return True
+    except ImportError: return False
 
 def resolve_impl(impl:str, # 'auto', 'torch' or 'triton'
                  device:torch.device, # where the inputs live
@@ -23,27 +28,19 @@ def resolve_impl(impl:str, # 'auto', 'torch' or 'triton'
     if impl == 'auto': return 'triton' if device.type == 'cuda' and _triton_available() else 'torch'
     return impl
 
-def _triton_available() -> bool:
-    try: importlib.import_module('ttt_nb.ops.ttt_triton'); return True
-    except ImportError: return False
-
+# %% ../../nbs/03_ops.dispatch.ipynb #a0936705
 _WARNED = set()
 
-def _needs_grad(args) -> bool:
-    "Whether autograd will ask for gradients of a call with these arguments."
-    flat = [a for x in args for a in (x if isinstance(x, (tuple, list)) else (x,))]
-    return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in flat)
-
 def _op(name, impl, args):
-    "The function to call: the chosen module's, or the reference's where the Triton kernels do not cover the inputs."
+    "The function to call: the chosen module's, or the reference's where the Triton kernel does not cover the inputs."
     XQ, token_idx = args[0], args[4]
     chosen = resolve_impl(impl, XQ.device)
-    mod = importlib.import_module(_MODULES[chosen])
+    mod = importlib.import_module(_MODULES[chosen][name])
     if chosen == 'triton':
-        why = mod.supports(XQ, token_idx, kind=name.split('_')[1], needs_grad=_needs_grad(args))
-        if why is not None:  # e.g. float64, head dim > 128, TTT-MLP: the reference covers everything
+        why = mod.supports(XQ, token_idx)
+        if why is not None:  # e.g. float64 or head dim > 128: the reference covers everything
             if why not in _WARNED: _WARNED.add(why); warnings.warn(f"{name}: Triton falls back to the reference ({why})")
-            mod = importlib.import_module(_MODULES['torch'])
+            mod = importlib.import_module(_MODULES['torch'][name])
     return getattr(mod, name)
 
 # %% ../../nbs/03_ops.dispatch.ipynb #a1260634
