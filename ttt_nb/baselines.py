@@ -80,7 +80,7 @@ class SWAConfig(TransformerConfig):
         if sliding_window is None: raise ValueError("SWAConfig needs a sliding_window (W)")
         super().__init__(sliding_window=sliding_window, **kwargs)
 
-# %% ../nbs/07_baselines.ipynb #0ac4e4f9
+# %% ../nbs/07_baselines.ipynb #e883f0ac
 class KVState:
     "KV cache of the attention baselines: per-layer keys/values [B, H, L, d] of the last L stream positions."
     def __init__(self, keys:list, values:list, seqlen:int, start:Tensor, window:int|None=None):
@@ -99,7 +99,14 @@ class KVState:
     def _map(self, f, g=lambda s: s):
         return KVState([None if k is None else f(k) for k in self.keys], [None if v is None else f(v) for v in self.values],
                        self.seqlen, g(self.start), self.window)
-    def detach(self) -> 'KVState': return self._map(lambda t: t.detach())
+    def detach(self) -> 'KVState':
+        "A new state cut from the gradient to earlier segments (truncated BPTT), like `Tensor.detach`."
+        return self._map(lambda t: t.detach())
+    def detach_(self) -> 'KVState':
+        "Cut the gradient to earlier segments in place; returns self."
+        new = self.detach()
+        self.keys, self.values = new.keys, new.values
+        return self
     def clone(self) -> 'KVState': return self._map(lambda t: t.clone(), lambda s: s.clone())
     def to(self, *args, **kwargs) -> 'KVState':
         dev = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get('device'))

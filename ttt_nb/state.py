@@ -44,7 +44,7 @@ def check_last_logits(x, vocab_size:int|None, batch_size:int=1, where='the state
                          "the file is damaged or belongs to another model; delete it to start afresh")
     return x
 
-# %% ../nbs/05_state.ipynb #6f34662e
+# %% ../nbs/05_state.ipynb #90eaa37e
 class TTTState:
     "Recurrent memory of a TTT model: per-layer fast weights, partial mini-batch gradients, conv tails, offset."
     is_croppable = False  # transformers' generate: a TTT state cannot be rolled back
@@ -110,8 +110,12 @@ class TTTState:
                         [{k: g(v) for k, v in c.items()} for c in self.conv], self.offset, self.seqlen, self.spec, self.init)
 
     def detach(self) -> 'TTTState':
-        "Cut the gradient to earlier segments (truncated BPTT), in place; returns self."
-        new = self._map(Tensor.detach)
+        "A new state cut from the gradient to earlier segments (truncated BPTT), like `Tensor.detach`."
+        return self._map(Tensor.detach)
+
+    def detach_(self) -> 'TTTState':
+        "Cut the gradient to earlier segments in place; returns self."
+        new = self.detach()
         self.params, self.grads, self.conv = new.params, new.grads, new.conv
         return self
 
