@@ -113,3 +113,83 @@ def test_rules_are_on_the_site():
     assert ROOT / 'reports' / 'science.qmd' in pages
     for p in pages:
         assert 'shared/design' not in p.read_text(), p
+
+
+@pytest.mark.parametrize('text,bad', [
+    ('```sh\n# a comment\nmake run\n```', False),
+    ('```\ncd nbs && ../.venv/bin/papermill run_ponder.ipynb ../reports/ponder.ipynb -p out_dir ../reports/ponder\n```', True),
+    ('A long prose line is no code: ' + 'word ' * 30, False),
+])
+def test_code_line(text, bad):
+    assert bool(check_site.code_line_problems(text)) == bad
+
+
+def test_long_code_line_in_a_page_fails(site):
+    "The ponder page's command ran 102 characters, past the body column, and was cut off there."
+    page = site / 'reports' / 'ponder.qmd'
+    page.write_text(page.read_text().replace('ponder.ipynb \\\n    -p out_dir', 'ponder.ipynb -p out_dir'))
+    probs = check_site.check_site(site)
+    assert any('ponder.qmd' in p and 'code line of 102 characters' in p for p in probs), probs
+
+
+@pytest.mark.parametrize('css,bad', [
+    ('td, th { white-space: nowrap; }', True),        # what pushed the ponder table 800 px past the column
+    ('table td { font-size: 1em; white-space:nowrap }', True),
+    ('table { font-size: 0.85em; }\n.table > :not(caption) > * > * { padding: 0.4rem 0.3rem; }', False),
+    ('/* td, th { white-space: nowrap; } */ code { white-space: nowrap; }', False),
+])
+def test_css(css, bad):
+    assert bool(check_site.css_problems(css, 'site.css')) == bad
+
+
+def test_nowrap_cells_fail(site):
+    css = site / 'reports' / 'site.css'
+    css.write_text(css.read_text() + '\ntd, th { white-space: nowrap; }\n')
+    assert any('site.css' in p and 'nowrap' in p for p in check_site.check_site(site))
+
+
+def _png(draw) -> bytes:
+    from PIL import Image
+    im = Image.new('RGBA', (120, 60), (255, 255, 255, 0))
+    draw(im.load())
+    buf = __import__('io').BytesIO(); im.save(buf, 'PNG'); return buf.getvalue()
+
+
+def test_figure_edges():
+    pytest.importorskip('PIL')
+    def label_at(x0):
+        def draw(px):
+            for y in range(20, 40):
+                for x in range(x0, x0 + 3): px[x, y] = (0, 0, 0, 255)
+        return draw
+    assert check_site.figure_edge_problems(_png(label_at(0))) == ['left']     # a y label cut at the left edge
+    assert check_site.figure_edge_problems(_png(label_at(117))) == ['right']
+    assert check_site.figure_edge_problems(_png(label_at(5))) == []           # room to spare: whole
+
+
+def test_cut_figure_warns(site):
+    "A real figure cropped through its y label is reported; --strict fails on it."
+    pytest.importorskip('PIL')
+    import base64, io
+    from PIL import Image
+    before = set(check_site.figure_warnings(site))
+    nb = site / 'reports' / 'compare.ipynb'
+    d = json.loads(nb.read_text())
+    for c in d['cells']:
+        for o in c.get('outputs', []):
+            if 'image/png' in o.get('data', {}):
+                png = o['data']['image/png']
+                im = Image.open(io.BytesIO(base64.b64decode(''.join(png) if isinstance(png, list) else png)))
+                assert check_site.figure_edge_problems(base64.b64decode(''.join(png) if isinstance(png, list) else png)) == []
+                left = Image.eval(im.convert('L'), lambda v: 255 if v < 128 else 0).getbbox()[0]   # the first column with ink
+                buf = io.BytesIO(); im.crop((left + 4, 0, im.width, im.height)).save(buf, 'PNG')
+                o['data']['image/png'] = base64.b64encode(buf.getvalue()).decode()
+                break
+        else: continue
+        break
+    nb.write_text(json.dumps(d))
+    new = set(check_site.figure_warnings(site)) - before
+    assert len(new) == 1 and 'compare.ipynb' in new.pop()
+    assert check_site.check_site(site) == []          # a warning, not a problem, by default
+    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'check_site.py'), str(site), '--strict'], capture_output=True, text=True)
+    assert r.returncode == 1 and 'compare.ipynb' in r.stdout and 'cut off' in r.stdout

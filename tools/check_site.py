@@ -4,13 +4,18 @@ include those pages name exists (relative to the page); executed notebooks hold 
 embedded PNGs and every `attachment:` they use is attached. Also what renders without error but wrong: a glob that is
 an item of a `contents:` list (Quarto expands a glob only when `contents:` is that bare string), two pages with the
 same title, and emphasis markup that cannot render as written (an intraword `*`, as in `r*W`, or an odd number of
-`*` delimiters in a paragraph).
+`*` delimiters in a paragraph), and a line of a code block in a page longer than the body column holds
+(CODE_COLS characters: at 1300 px the column is about 740 px, some 80 characters of code, and a longer line is
+wrapped or scrolled instead of read as written).
 
-    python tools/check_site.py [ROOT]     # ROOT holds _quarto.yml (default: the repository root)
+Warnings, which do not fail the check unless --strict: a figure with ink on its outermost row or column of pixels,
+i.e. an axis label, tick label or title cut off at the edge of the image (the drawing's own margins are too small).
 
-Exit status 0 when the site is whole, 1 with one line per problem otherwise.
+    python tools/check_site.py [ROOT] [--strict]   # ROOT holds _quarto.yml (default: the repository root)
+
+Exit status 0 when the site is whole, 1 with one line per problem otherwise (warnings are printed either way).
 """
-import base64, glob, json, re, sys
+import base64, glob, io, json, re, sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -109,6 +114,83 @@ def emphasis_problems(text: str) -> list:
     return out
 
 
+CODE_COLS = 80
+
+
+def css_problems(css: str, where: str) -> list:
+    "A stylesheet rule that keeps every table cell on one line (`td`/`th` with `white-space: nowrap`): long cells then push tables past the body column."
+    out = []
+    css = re.sub(r'/\*.*?\*/', '', css, flags=re.S)
+    for sel, body in re.findall(r'([^{}]+)\{([^{}]*)\}', css):
+        if not re.search(r'white-space\s*:\s*nowrap', body): continue
+        for one in sel.split(','):
+            last = re.split(r'[\s>+~]+', one.strip())[-1]
+            if re.fullmatch(r'(?:table\b.*)?(?:td|th)', last) or last in ('td', 'th'):
+                out.append(f"{where}: '{one.strip()} {{ white-space: nowrap }}' keeps every table cell on one line, so a "
+                           f"long cell pushes its table past the body column")
+    return out
+
+
+def code_line_problems(text: str) -> list:
+    "Lines of fenced code blocks longer than CODE_COLS characters: cut off (scrolled) or wrapped at page width."
+    out = []
+    for block in re.findall(r'^```[^\n]*\n(.*?)^```', text, flags=re.S | re.M):
+        for line in block.splitlines():
+            if len(line) > CODE_COLS:
+                out.append(f"a code line of {len(line)} characters (at most {CODE_COLS} fit the page): {line[:50]!r}...")
+    return out
+
+
+def figure_edge_problems(raw: bytes) -> list:
+    """Edges of a PNG (left, right, top, bottom) with ink on their outermost pixels: text or lines cut off there.
+    Ink is a pixel that differs from the median colour of the image's border by more than 100 of 255 grey levels;
+    two such pixels on one edge count (one can be antialiasing). Needs Pillow (a matplotlib dependency); without it,
+    nothing is checked."""
+    try: from PIL import Image
+    except ImportError: return []
+    im = Image.open(io.BytesIO(raw))
+    if im.mode in ('RGBA', 'LA', 'P'):
+        im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (255, 255, 255, 255)); bg.alpha_composite(im); im = bg
+    im = im.convert('L'); w, h = im.size; px = im.load()
+    edges = {'left': [px[0, y] for y in range(h)], 'right': [px[w - 1, y] for y in range(h)],
+             'top': [px[x, 0] for x in range(w)], 'bottom': [px[x, h - 1] for x in range(w)]}
+    ring = sorted(v for e in edges.values() for v in e)
+    base = ring[len(ring) // 2]
+    return [name for name, e in edges.items() if sum(abs(v - base) > 100 for v in e) >= 2]
+
+
+def _edge_warning(where: str, raw: bytes) -> list:
+    cut = figure_edge_problems(raw)
+    return [f"{where}: figure cut off at its {' and '.join(cut)} edge (ink on the outermost pixels: a label or title "
+            f"does not fit the drawing; redraw it with room for its text)"] if cut else []
+
+
+def figure_warnings(root='.') -> list:
+    "Figures of the site (embedded PNG outputs of notebooks, PNG files that pages show) cut off at an edge."
+    root = Path(root).resolve()
+    pages, _ = site_pages(root)
+    out = []
+    for p in pages:
+        if not p.exists(): continue
+        rel = p.relative_to(root)
+        if p.suffix == '.ipynb':
+            try: nb = json.loads(p.read_text())
+            except ValueError: continue
+            for i, c in enumerate(nb.get('cells', [])):
+                for j, o in enumerate(c.get('outputs', []) or []):
+                    png = (o.get('data') or {}).get('image/png')
+                    if png is None: continue
+                    try: raw = base64.b64decode(''.join(png) if isinstance(png, list) else png)
+                    except ValueError: continue
+                    out += _edge_warning(f'{rel} cell {i} output {j}', raw)
+        else:
+            for t in _IMG.findall(p.read_text()):
+                loc = _local(t)
+                if loc and loc.lower().endswith('.png') and (p.parent / loc).is_file():
+                    out += _edge_warning(f'{rel}: {t}', (p.parent / loc).read_bytes())
+    return out
+
+
 def site_pages(root: Path) -> tuple[list, list]:
     "The pages the project names (render list, expanded; navigation), and problems found while listing them."
     cfg_path = root / '_quarto.yml'
@@ -132,6 +214,10 @@ def site_pages(root: Path) -> tuple[list, list]:
         if not hits: problems.append(f"_quarto.yml: navigation names {href!r}, which does not exist")
         pages += [p for p in hits if p not in pages]
     if not pages: problems.append('_quarto.yml: no page to render')
+    css = ((cfg.get('format') or {}).get('html') or {}).get('css') or []
+    for c in [css] if isinstance(css, str) else css:
+        if (root / c).is_file(): problems += css_problems((root / c).read_text(), c)
+        else: problems.append(f"_quarto.yml: the stylesheet {c!r} does not exist")
     return pages, problems
 
 
@@ -159,6 +245,7 @@ def check_notebook(page: Path, root: Path) -> list:
         if c.get('cell_type') == 'markdown':
             problems += _check_targets(page, src, f'{rel} cell {i}', root)
             problems += [f'{rel} cell {i}: {q}' for q in emphasis_problems(src)]
+            problems += [f'{rel} cell {i}: {q}' for q in code_line_problems(src)]
             for a in re.findall(r'attachment:([^)\s"]+)', src):
                 if a not in (c.get('attachments') or {}): problems.append(f"{rel} cell {i}: attachment {a!r} is not attached")
         for o in c.get('outputs', []) or []:
@@ -188,6 +275,7 @@ def check_site(root='.') -> list:
         if not p.exists(): problems.append(f'{p}: missing'); continue
         if p.suffix == '.ipynb': problems += check_notebook(p, root)
         elif p.suffix in ('.qmd', '.md'):
+            problems += [f'{p.relative_to(root)}: {q}' for q in code_line_problems(p.read_text())]
             text = re.sub(r'```.*?```', '', p.read_text(), flags=re.S)   # code blocks name no files
             text = re.sub(r'\A\s*---\n.*?\n---', '', text, flags=re.S)   # nor does the front matter
             problems += _check_targets(p, text, str(p.relative_to(root)), root)
@@ -202,9 +290,16 @@ def check_site(root='.') -> list:
 
 
 if __name__ == '__main__':
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1])
+    args = [a for a in sys.argv[1:] if a != '--strict']
+    strict = '--strict' in sys.argv[1:]
+    root = Path(args[0] if args else Path(__file__).resolve().parents[1])
     probs = check_site(root)
+    warns = figure_warnings(root)
+    if strict: probs += warns
     for q in probs: print(q)
+    if not strict:
+        for q in warns: print('warning:', q)
     pages, _ = site_pages(root.resolve())
-    print(f"{'FAILED' if probs else 'ok'}: {len(pages)} pages checked, {len(probs)} problems")
+    print(f"{'FAILED' if probs else 'ok'}: {len(pages)} pages checked, {len(probs)} problems"
+          + ('' if strict else f", {len(warns)} warnings"))
     sys.exit(1 if probs else 0)
