@@ -147,7 +147,7 @@ def test_state_file_tensors_are_checked(tmp_path):
 def test_session_last_logits_are_checked(tmp_path):
     "A session state file's last_logits must be finite float logits of the model's vocabulary (one row)."
     from ttt_nb.generate import StreamingSession
-    from ttt_nb.data import ByteTokenizer
+    from ttt_nb.tokenizers import ByteTokenizer
     m = model(vocab_size=260, bos_token_id=None, eos_token_id=None)
     sess = StreamingSession(m, ByteTokenizer()); sess.generate('abc', max_new_tokens=2, stop_at_eos=False)
     p = sess.save_state(tmp_path / 'mem.safetensors')
