@@ -9,17 +9,16 @@ from a temporary copy of the mirrored `ttt.py` (never from, nor into, this repos
 transformers 5.x; without the mirror only our numbers are written. Writes benchmarks/results/ref_cpu.json and
 benchmarks/ref_cpu.md.
 """
-import argparse, importlib.util, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, importlib.util, json, os, shutil, statistics, subprocess, tempfile, time
 from pathlib import Path
 from types import SimpleNamespace
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get('TTT_OFFICIAL_MIRROR', '/work/.mirror/test-time-training+ttt-lm-pytorch/repo'))
-sys.path.insert(0, str(ROOT))
 from ttt_nb.core import hardware_info, write_json_atomic, seed_everything
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTLinear, TTTMLP
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get('TTT_OFFICIAL_MIRROR', '/work/.mirror/test-time-training+ttt-lm-pytorch/repo'))
 
 def load_official():
     "Import the official ttt.py from a temporary copy outside the repo; None when the mirror is absent."

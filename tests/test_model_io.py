@@ -47,11 +47,16 @@ def test_auto_classes():
     assert type(AutoModelForCausalLM.from_config(c)) is TTTForCausalLM
     assert type(AutoModel.from_config(c)) is TTTModel
 
+# The official sizes, written out here (ttt-lm-pytorch ttt.py, TTT_STANDARD_CONFIGS), and our CPU-sized 'tiny':
+# (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, head_dim)
+OFFICIAL_SIZES = {'125m': (768, 2048, 12, 12, 64), '350m': (1024, 2736, 24, 16, 64), '760m': (1536, 4096, 24, 16, 96),
+                  '1b': (2048, 5504, 24, 32, 64), 'tiny': (128, 352, 2, 4, 32)}
+
 def test_presets():
-    for name, size in PRESETS.items():
+    assert set(PRESETS) == set(OFFICIAL_SIZES)
+    for name, want in OFFICIAL_SIZES.items():
         c = TTTConfig.from_preset(name)
-        assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads) == (size['hidden_size'], size['num_hidden_layers'], size['num_attention_heads'])
-    assert TTTConfig.from_preset('760m').head_dim == 96
+        assert (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.head_dim) == want, name
     c = TTTConfig.from_preset('125m', backbone='mamba', ttt_layer_type='mlp')
     assert (c.pre_conv, c.share_qk, c.use_gate, c.intermediate_size) == (True, True, True, 2048)
     m = TTTForCausalLM(TTTConfig.from_preset('tiny', vocab_size=256))
