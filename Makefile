@@ -83,7 +83,9 @@ bench: $(STAMP)
 	TRITON_INTERPRET=1 $(PY) benchmarks/bench_kernels.py --smoke
 	$(PY) tools/benchmarks_md.py
 
-# The main job: the curriculum template with its defaults (python-stdlib, byte tokenizer, tiny preset, CPU)
+# The main job: the curriculum template with its defaults (python-stdlib, byte tokenizer, tiny preset, CPU), with
+# progress bars over training steps and checkpoint evaluations, a line per phase, and at the end the run folder and
+# the headline numbers with their CIs.
 run: $(STAMP)
 	$(PY) -c "from ttt_nb.curriculum import run_default; run_default('runs')"
 	@if command -v quarto >/dev/null; then $(MAKE) report; else echo "quarto not found: the results site (reports/) was not rendered"; fi
