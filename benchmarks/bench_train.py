@@ -120,7 +120,7 @@ def write_md(res:dict):
               f"**{d['heldout_start']:.3f} at step 0 -> {d['heldout_end']:.3f} at step {d['steps']}**; final train loss {d['final_train_loss']:.3f}.", '',
               '| step | held-out loss |', '|---|---|'] + [f'| {s} | {h} |' for s, h in d['heldout_curve']] + ['']
         if e := d.get('eval'):
-            L += [f"The evaluator (`ttt_nb.eval.evaluate_run`, run by the trainer at the end) on {e['n_docs']} validation documents "
+            L += [f"The evaluator (`ttt_nb.eval.evaluate_checkpoint`, run by `ttt-train` at the end) on {e['n_docs']} validation documents "
                   f"({e['n_tokens']:,} tokens), perplexity of the bin around r*W, full context vs strided sliding window (S={e['stride']}). "
                   "One seed, 100 steps of a tiny model: an illustration of the pipeline, not a finding (CIs in the run's eval/summary.json).", '',
                   '| r | full context | SW |', '|---|---|---|'] + [f"| {r} | {v['ttt']} | {v['sw']} |" for r, v in e['probes'].items()] + ['']

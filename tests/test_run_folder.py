@@ -3,10 +3,10 @@ import errno, json, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest, torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _train_run import build
-import ttt_nb.train as T
-from ttt_nb.train import TrainConfig, latest_checkpoint, list_checkpoints
+import ttt_nb.cli as C
+from ttt_nb.train import TrainConfig
+from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints, checkpoint_problem, sha256_file, load_pretrained
 
 PY = sys.executable
 
@@ -71,7 +71,7 @@ def test_tampered_state_object_is_refused(tmp_path):
     rk['states'][0] = {'$object': 'subprocess.Popen', 'fields': {'args': 'touch x'}}
     (ck / 'rank0.json').write_text(json.dumps(rk))
     meta = json.loads((ck / 'meta.json').read_text())
-    meta['files']['rank0.json'] = T._sha256_file(ck / 'rank0.json'); (ck / 'meta.json').write_text(json.dumps(meta))
+    meta['files']['rank0.json'] = sha256_file(ck / 'rank0.json'); (ck / 'meta.json').write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"damaged rank state.*unexpected \$object entry 'subprocess.Popen'"):
         build(cfg).load_checkpoint(ck)
 
@@ -194,16 +194,16 @@ STANDIN_ARGS = ['--seq-len', '8', '--batch-size', '4', '--warmup-steps', '1', '-
 
 @pytest.fixture
 def standin_main(monkeypatch):
-    "ttt_nb.train.main with the stand-in LM; `patch(tr)` may change each trainer it builds."
+    "ttt_nb.cli.train_main (ttt-train) with the stand-in LM; `patch(tr)` may change each trainer it builds."
     hooks = []
     def factory(cfg):
         tr = build(cfg)
         for h in hooks: h(tr)
         return tr
-    monkeypatch.setattr(T, 'Trainer', factory)
+    monkeypatch.setattr(C, 'Trainer', factory)
     def run(tmp_path, *args, patch=None):
         hooks[:] = [patch] if patch else []
-        return T.main([*STANDIN_ARGS, '--out-dir', str(tmp_path / 'run'), *args])
+        return C.train_main([*STANDIN_ARGS, '--out-dir', str(tmp_path / 'run'), *args])
     return run
 
 
@@ -234,7 +234,7 @@ def test_full_disk_is_one_line(tmp_path, standin_main, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith('ttt-train: error: cannot write the run folder') and 'No space left' in err and '\n' not in err
     assert status(tmp_path / 'run')['state'] == 'crashed'
-    assert [s for s, _ in list_checkpoints(tmp_path / 'run')] == [1] and T.checkpoint_problem(latest_checkpoint(tmp_path / 'run')) is None
+    assert [s for s, _ in list_checkpoints(tmp_path / 'run')] == [1] and checkpoint_problem(latest_checkpoint(tmp_path / 'run')) is None
 
 
 def test_unwritable_out_dir_is_one_line(tmp_path, standin_main, capsys):
@@ -244,7 +244,7 @@ def test_unwritable_out_dir_is_one_line(tmp_path, standin_main, capsys):
         out = ro / 'run'
     else:                                   # root writes anywhere: a parent that is a file gives the same OSError path
         (tmp_path / 'afile').write_text(''); out = tmp_path / 'afile' / 'run'
-    assert T.main([*STANDIN_ARGS, '--out-dir', str(out), '--steps', '2']) == 2
+    assert C.train_main([*STANDIN_ARGS, '--out-dir', str(out), '--steps', '2']) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('ttt-train: error: cannot write the run folder') and '\n' not in err
 
@@ -285,7 +285,6 @@ def _variant(src, dst, config=None, weights=None):
 
 def test_load_pretrained_is_strict(tmp_path, tiny_folder):
     "Missing, unexpected or size-mismatched weights are refused with one line naming them (never randomly filled in)."
-    from ttt_nb.train import load_pretrained
     assert load_pretrained(tiny_folder).config.num_hidden_layers == 2
     cases = [(dict(config={'num_hidden_layers': 3}), r'missing model\.layers\.2\.'),
              (dict(weights=lambda sd: {**sd, 'model.extra.weight': torch.zeros(2)}), r'unexpected model\.extra\.weight'),
@@ -299,7 +298,6 @@ def test_load_pretrained_is_strict(tmp_path, tiny_folder):
 
 def test_truncated_weights_are_one_line(tmp_path, tiny_folder):
     "A truncated model.safetensors is one ValueError line, not a loader traceback."
-    from ttt_nb.train import load_pretrained
     d = _variant(tiny_folder, tmp_path / 't')
     b = (d / 'model.safetensors').read_bytes(); (d / 'model.safetensors').write_bytes(b[:len(b) // 3])
     with pytest.raises(ValueError, match=r'cannot read the weights \(SafetensorError: .*truncated or damaged weight file') as e: load_pretrained(d)

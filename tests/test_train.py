@@ -5,11 +5,11 @@ import pytest, torch
 import numpy as np
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _train_standin import StandinLM, StandinStream, standin_docs
 from _train_run import build
-from ttt_nb.train import (TrainConfig, Trainer, lr_at, latest_checkpoint, list_checkpoints, milestone_steps, param_groups,
-                          config_from_args)
+from ttt_nb.train import TrainConfig, Trainer, lr_at, milestone_steps, param_groups
+from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints
+from ttt_nb.cli import config_from_args
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

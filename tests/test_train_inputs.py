@@ -1,8 +1,5 @@
 "Bad input to the trainer: clear errors that name the problem (empty corpus, W longer than every document, missing tokenizer)."
-import sys
-from pathlib import Path
 import pytest
-sys.path.insert(0, str(Path(__file__).parent))
 from _train_standin import StandinLM
 from ttt_nb.train import TrainConfig, Trainer
 
@@ -50,7 +47,7 @@ def test_window_not_multiple_of_mini_batch(tmp_path):
 
 def test_cli_error_is_one_clear_line(tmp_path, capsys):
     "ttt-train reports bad input as `ttt-train: error: ...` with exit status 2 (no traceback)."
-    from ttt_nb.train import main
+    from ttt_nb.cli import train_main as main
     assert main(['--tokenizer', str(tmp_path / 'missing-tok'), '--out-dir', str(tmp_path / 'run'), '--steps', '2', '--warmup-steps', '1',
                  '--wandb', 'disabled']) == 2
     err = capsys.readouterr().err
