@@ -196,7 +196,7 @@ def hf_corpus(path:str,                  # hub name ('wikitext'), a local datase
               **load_kw,                 # passed to `datasets.load_dataset` (data_files=..., revision=...)
              ) -> Corpus:
     "Documents from a Hugging Face dataset (hub or local)."
-    import datasets
+    import datasets  # optional heavy dependency: datasets (only for hub and builder corpora)
     split = norm_split(split)
     try: ds = datasets.load_dataset(path, config, split=split, **load_kw)
     except Exception as e:

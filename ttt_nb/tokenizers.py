@@ -8,7 +8,8 @@ import hashlib, json, os, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from transformers import PreTrainedTokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizer, PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import AddedToken
 from .core import looks_like_path, sha256_of
 
@@ -83,7 +84,6 @@ def hf_tokenizer(source:str,      # a local folder (vocab.json + merges.txt, or 
                  name:str=None,    # the name it is cached under; default: the folder's or hub name's last part
                 ) -> HFTokenizer:
     "A pretrained fast tokenizer from a local folder or the hub (through `AutoTokenizer`)."
-    from transformers import AutoTokenizer
     p = Path(source).expanduser()
     if not p.exists() and looks_like_path(source): raise FileNotFoundError(f"tokenizer folder not found: {p}")
     if p.exists() and not (p.is_dir() and (((p / 'vocab.json').exists() and (p / 'merges.txt').exists()) or (p / 'tokenizer.json').exists())):
@@ -120,7 +120,6 @@ def load_tokenizer(spec='byte',       # 'byte', 'gpt2', 'bpe-<vocab>', a saved f
     if (p / 'tokenizer_meta.json').exists():
         meta = json.loads((p / 'tokenizer_meta.json').read_text())
         if meta['kind'] == 'byte': return ByteTokenizer()
-        from tokenizers import Tokenizer
         return HFTokenizer(Tokenizer.from_file(str(p / 'tokenizer.json')), meta['name'], meta.get('eos_token', '<|endoftext|>'))
     if spec == 'gpt2': return gpt2_tokenizer(spec)
     if p.exists() or looks_like_path(spec) or spec.startswith('hf:'): return hf_tokenizer(spec.removeprefix('hf:'))
@@ -133,7 +132,6 @@ def train_bpe(corpus,                 # the training split (a `ttt_nb.data.Corpu
               min_frequency:int=2,    # least count of a merged pair
              ) -> HFTokenizer:
     "A byte-level BPE trained on `corpus`, cached under cache_dir/tokenizers and reused."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     key = sha256_of('bytelevel-bpe-v1', corpus.hash, vocab_size, min_frequency)[:16]
     folder = Path(cache_dir or default_cache_dir()) / 'tokenizers' / f'bpe-{vocab_size}-{key}'
     if (folder / 'tokenizer.json').exists(): return load_tokenizer(folder)
@@ -176,7 +174,6 @@ def as_hf_tokenizer(tok, # a ByteTokenizer or HFTokenizer
                    ):
     "A transformers tokenizer with the same ids, for `model.generate()` and `TextStreamer`."
     if isinstance(tok, ByteTokenizer): return ByteLevelHFTokenizer()
-    from transformers import PreTrainedTokenizerFast
     return PreTrainedTokenizerFast(tokenizer_object=tok.tok, eos_token=tok.eos_token, pad_token=tok.eos_token)
 
 # %% ../nbs/08a_tokenizers.ipynb #11e84731
