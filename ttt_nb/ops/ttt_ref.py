@@ -43,7 +43,7 @@ def gelu_tanh_grad(x:Tensor) -> Tensor:
     t = torch.tanh(GELU_C * x * (1 + 0.044715 * x * x))
     return 0.5 * x * ((1 - t * t) * (GELU_C + 3 * 0.044715 * GELU_C * x * x)) + 0.5 * (1 + t)
 
-# %% ../../nbs/01_ops.ttt_ref.ipynb #0bae3631
+# %% ../../nbs/01_ops.ttt_ref.ipynb #bd6e3f7b
 def _eta(tok, lr):
     "eta[..., i, j] = tok[i] * lr[..., j] for j <= i, else 0."
     return torch.tril(tok[:, None] * lr[..., None, :])    # [B,H,n,n]
@@ -63,6 +63,7 @@ def _piece_linear(XQ, XK, XV, lr, tok, ln_w, ln_b, params, grads):
         gW, gb = GW + gW, Gb + gb
     return Z, (gW, gb)
 
+# %% ../../nbs/01_ops.ttt_ref.ipynb #70cd9d19
 def _piece_mlp(XQ, XK, XV, lr, tok, ln_w, ln_b, params, grads):
     "Pre-LN outputs of one piece of a mini-batch and the accumulated gradients after it (TTT-MLP)."
     W1, b1, W2, b2 = params                              # [B,H,d,4d], [B,H,1,4d], [B,H,4d,d], [B,H,1,d]
@@ -82,7 +83,7 @@ def _piece_mlp(XQ, XK, XV, lr, tok, ln_w, ln_b, params, grads):
     if grads is not None: new = tuple(G + n for G, n in zip(grads, new))
     return Z2q, new
 
-# %% ../../nbs/01_ops.ttt_ref.ipynb #cb0aa27e
+# %% ../../nbs/01_ops.ttt_ref.ipynb #5bfb3857
 def _shapes(kind, H, d):
     if kind == 'linear': return ((H, d, d), (H, 1, d))
     return ((H, d, 4 * d), (H, 1, 4 * d), (H, 4 * d, d), (H, 1, d))
@@ -109,6 +110,7 @@ def _check(kind, XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, offset):
                 raise ValueError(f"ttt_{kind} {name}[{i}] must have shape {(B,) + w}, got {tuple(t.shape)} "
                                  "(a state from another batch size or model?)")
 
+# %% ../../nbs/01_ops.ttt_ref.ipynb #9bc01504
 def _scan(kind, piece, XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, offset):
     _check(kind, XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, offset)
     B, H, T, d = XQ.shape
