@@ -13,7 +13,7 @@ FLOPs are algorithmic and the same for every TTT implementation (those of our ke
 below), so the TFLOP/s compare like with like; bytes are the minimum traffic of our kernels.
 """
 from __future__ import annotations
-import argparse, importlib, json, math, os, sys, time, traceback
+import argparse, importlib, json, math, os, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def official_layer():
     "The official ttt-lm-pytorch TTTLinear/TTTMLP layer (projections and RoPE included): `ttt.py` on sys.path or $TTT_OFFICIAL."
     if os.environ.get('TTT_OFFICIAL'): sys.path.insert(0, os.environ['TTT_OFFICIAL'])
     try: import ttt as official
-    except ImportError as e: raise RuntimeError(f"not importable: {e}")
+    except ImportError as e: raise RuntimeError(f"not importable: {e}") from e
     if not hasattr(official, 'TTTLinear'): raise RuntimeError("not importable: `ttt` has no TTTLinear")
     cache = {}
     def run(xs):
@@ -123,7 +123,7 @@ def official_layer():
 def fla_impl():
     "flash-linear-attention's chunk_ttt_linear (a different function: residual, per-row lr, query scale), timed at the same shape."
     try: from fla.ops.ttt import chunk_ttt_linear
-    except ImportError as e: raise RuntimeError(f"not importable: {e}")
+    except ImportError as e: raise RuntimeError(f"not importable: {e}") from e
     import inspect
     params = inspect.signature(chunk_ttt_linear).parameters
     def run(xs):
@@ -244,7 +244,7 @@ def main(argv=None):
                 if isinstance(impl, Exception):
                     rows.append(dict(impl=n, B=a.B, H=a.H, T=T, d=a.d, b=a.b, mode=mode, error=str(impl)[:300])); continue
                 if n == 'ref' and T > a.ref_max_T:
-                    rows.append(dict(impl=n, B=a.B, H=a.H, T=T, d=a.d, b=a.b, mode=mode, error=f"skipped: T > --ref-max-T")); continue
+                    rows.append(dict(impl=n, B=a.B, H=a.H, T=T, d=a.d, b=a.b, mode=mode, error="skipped: T > --ref-max-T")); continue
                 rows.append(bench_one(n, impl, shape, dtype, device, mode, a.reps))
                 r = rows[-1]
                 print(f"{n:13s} T={T:6d} {mode:8s} " + (f"{r['ms']:9.3f} ms {r['tflops']:7.2f} TFLOP/s {r['tb_s']:7.3f} TB/s"

@@ -105,11 +105,11 @@ def main():
                     with torch.no_grad():
                         a, b = run_ours(ours, x), run_official(off, x)
                     row['max_rel_diff'] = ((a - b).abs().max() / b.abs().max()).item()
-                def fwd(layer, fn):
+                def fwd(layer, fn, x=x):
                     def go():
                         with torch.no_grad(): fn(layer, x)
                     return go
-                def fwd_bwd(layer, fn):
+                def fwd_bwd(layer, fn, x=x):
                     def go():
                         xx = x.clone().requires_grad_()
                         fn(layer, xx).sum().backward()

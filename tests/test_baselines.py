@@ -1,7 +1,7 @@
 "Attention baselines: split-point invariant, SWA window, reset, save/load, greedy generate, training step."
 import pytest, torch
 from transformers import AutoModelForCausalLM, AutoConfig
-from ttt_nb.baselines import TransformerConfig, SWAConfig, TransformerForCausalLM, SWAForCausalLM, KVState
+from ttt_nb.baselines import TransformerConfig, SWAConfig, TransformerForCausalLM, SWAForCausalLM
 
 V = 40
 

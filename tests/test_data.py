@@ -84,13 +84,13 @@ def test_align_invariants(lengths, W, B, world):
     seen = _walk_align(data, B, W, world, 40)
     for segs in seen.values():
         # reset exactly at each document's first segment; a document is read whole before the next one
-        for (e0, d0, k0), (e1, d1, k1) in zip(segs, segs[1:]):
+        for (_e0, d0, k0), (_e1, d1, k1) in zip(segs, segs[1:]):
             if k1 == 0: assert k0 == (lengths[d0] - 1) // W - 1
             else: assert (d1, k1) == (d0, k0 + 1)
     # within epoch 0 no document is read by two rows (of any rank)
     owner = {}
     for row, segs in seen.items():
-        for e, d, k in segs:
+        for e, d, _k in segs:
             if e == 0: assert owner.setdefault(d, row) == row
     assert set(owner) <= set(usable)
 

@@ -15,7 +15,7 @@ def make(kind, backbone, seed=0):
     torch.manual_seed(seed)
     m = TTTForCausalLM(cfg).double()
     with torch.no_grad():                                     # move every parameter away from its init so all matter
-        for n, p in m.named_parameters(): p.add_(0.05 * torch.randn_like(p))
+        for p in m.parameters(): p.add_(0.05 * torch.randn_like(p))
     return m
 
 def splits(seed):
@@ -60,7 +60,7 @@ def test_gradients_equal_when_state_is_not_detached(kind, backbone):
         got, _ = run_pieces(m, ids, cuts)
         summed_loss(got, ids).backward()
         for n, p in m.named_parameters():
-            torch.testing.assert_close(p.grad, ref[n], rtol=1e-9, atol=1e-12, msg=lambda s: f'{n} {cuts}: {s}')
+            torch.testing.assert_close(p.grad, ref[n], rtol=1e-9, atol=1e-12, msg=lambda s, n=n, cuts=cuts: f'{n} {cuts}: {s}')
 
 def test_learned_initial_weights_get_gradient():
     for kind, backbone in CASES:

@@ -39,7 +39,7 @@ def _op(name, impl, args):
     if chosen == 'triton':
         why = mod.supports(XQ, token_idx)
         if why is not None:  # e.g. float64 or head dim > 128: the reference covers everything
-            if why not in _WARNED: _WARNED.add(why); warnings.warn(f"{name}: Triton falls back to the reference ({why})")
+            if why not in _WARNED: _WARNED.add(why); warnings.warn(f"{name}: Triton falls back to the reference ({why})", stacklevel=3)
             mod = importlib.import_module(_MODULES['torch'][name])
     return getattr(mod, name)
 

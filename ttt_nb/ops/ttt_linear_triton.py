@@ -330,7 +330,7 @@ def ttt_linear(XQ:torch.Tensor, XK:torch.Tensor, XV:torch.Tensor, # [B, H, T, d]
     if lr.shape != (B, H, T): raise ValueError(f"lr has shape {tuple(lr.shape)}, expected {(B, H, T)}")
     if ln_w.shape != (H, D) or ln_b.shape != (H, D): raise ValueError(f"ln_w/ln_b must be [H, d] = {(H, D)}")
     W1, b1 = params
-    if W1.shape != (B, H, D, D) or b1.shape != (B, H, 1, D): raise ValueError(f"params must be [B,H,d,d], [B,H,1,d]")
+    if W1.shape != (B, H, D, D) or b1.shape != (B, H, 1, D): raise ValueError("params must be [B,H,d,d], [B,H,1,d]")
     if not 0 <= offset < MB: raise ValueError(f"offset {offset} outside [0, {MB})")
     why = supports(XQ, token_idx)
     if why is not None: raise ValueError(f"the Triton TTT-Linear does not cover this call: {why}")
