@@ -1,4 +1,4 @@
-"Adaptive inner compute (ttt_nb.ponder): K-step layer, causal gate, calibration, FLOPs, oracle, hybrid, papermill smoke run."
+"Adaptive inner compute (ttt_nb.ponder, ttt_nb.ponder_study): K-step layer, causal gate, calibration, FLOPs, oracle, hybrid, papermill smoke run."
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -6,10 +6,11 @@ import pytest, torch
 import torch.nn.functional as F
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTForCausalLM
-from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, random_inputs, ln_fwd
+from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, random_inputs, ln_fwd, _apply
 from ttt_nb.ponder import (KS, SIGNALS, ttt_ksteps, PonderLM, ponder_run, run_docs, Fixed, RandomK, Threshold, Controller,
                            Replay, calibrate, quantile_thresholds, realized_mix, mean_k, oracle_run, inner_flops, model_flops,
-                           signal_flops, train_lm, oracle_at_mean_k, oracle_docs, _f_res)
+                           signal_flops, oracle_at_mean_k, oracle_docs)
+from ttt_nb.ponder_study import train_lm, evaluate_methods, method_table, paired_diffs, to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = {1: 0.3, 2: 0.4, 4: 0.3}
@@ -39,7 +40,7 @@ def test_k0_leaves_state_unchanged(kind):
     out, p, _ = ttt_ksteps(kind, XQ, XK, XV, lr, tok, lw, lb, P, torch.zeros(2))
     assert all(torch.equal(a, b) for a, b in zip(p, P))
     H, d = lw.shape
-    want = XQ + ln_fwd(_f_res(kind, XQ, P), lw.reshape(H, 1, d), lb.reshape(H, 1, d))
+    want = XQ + ln_fwd(_apply(kind, XQ, P), lw.reshape(H, 1, d), lb.reshape(H, 1, d))
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 def test_k_steps_match_the_autograd_definition():
@@ -52,10 +53,10 @@ def test_k_steps_match_the_autograd_definition():
             W = [p.clone() for p in P]
             for _ in range(K):
                 W = [t.detach().requires_grad_(True) for t in W]
-                L = sum((lr[:, :, j, None] * 0.5 * (ln_fwd(_f_res(kind, XK[:, :, j:j+1], W), w, bb)
+                L = sum((lr[:, :, j, None] * 0.5 * (ln_fwd(_apply(kind, XK[:, :, j:j+1], W), w, bb)
                                                     - (XV[:, :, j:j+1] - XK[:, :, j:j+1])).pow(2).sum(-1)).sum() for j in range(i + 1))
                 W = [(t - tok[i] * g).detach() for t, g in zip(W, torch.autograd.grad(L, W))]
-            outs.append(XQ[:, :, i:i+1] + ln_fwd(_f_res(kind, XQ[:, :, i:i+1], W), w, bb))
+            outs.append(XQ[:, :, i:i+1] + ln_fwd(_apply(kind, XQ[:, :, i:i+1], W), w, bb))
         out, p, _ = ttt_ksteps(kind, XQ, XK, XV, lr, tok, lw, lb, P, torch.full((2,), K))
         torch.testing.assert_close(out, torch.cat(outs, 2), rtol=0, atol=1e-12)
         torch.testing.assert_close(p[0], W[0], rtol=0, atol=1e-12)
@@ -183,6 +184,24 @@ def test_both_training_paths_reduce_the_loss():
         lm = PonderLM.hybrid(['ttt'], vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=48, mini_batch_size=4)
         log = train_lm(lm, toks, steps=12, seq_len=8, batch=4, lr=1e-2, policy=pol, warmup=2, log_every=4)['log']
         assert log[-1][1] < log[0][1]
+
+# --- the study in one call (what run_ponder.ipynb calls) ---
+
+def test_evaluate_methods_and_its_table(mamba):
+    _, lm = mamba
+    torch.manual_seed(0)
+    ev, cal = torch.randint(0, 50, (4, 8)), torch.randint(0, 50, (4, 8))
+    runs, summ, diffs, extra = evaluate_methods(lm, ev, np.array([0, 0, 1, 1]), cal, {'m': {1: 0.5, 2: 0.5}}, controllers=False,
+                                                oracle=False, correlation=False, n_random_seeds=2, n_boot=20, eval_batch=4)
+    assert set(summ) == {'fixed_K0', 'fixed_K1', 'fixed_K2', 'fixed_K4', 'random_m_s0', 'random_m_s1', 'random_m'} | {f'adaptive_{s}_m' for s in SIGNALS}
+    assert set(diffs) == {f'adaptive_{s}_m - random_m' for s in SIGNALS} and set(extra) == {'thresholds', 'cal_mix'}
+    torch.testing.assert_close(runs['random_m'].nll, (runs['random_m_s0'].nll + runs['random_m_s1'].nll) / 2)   # random: seeds averaged
+    assert summ['fixed_K4']['mean_k'] == 4 and summ['fixed_K1']['docs'] == 2 and summ['fixed_K1']['tokens'] == 4 * 7
+    tab = method_table(summ, diffs).splitlines()
+    assert len(tab) == len(summ) - 2 and not any(l.startswith('random_m_s') for l in tab)   # single random seeds left out
+    assert all(('vs random' in l) == l.startswith('adaptive_') for l in tab)
+    assert set(paired_diffs(runs, runs)) == set(summ) - {'random_m_s0', 'random_m_s1'} and paired_diffs(runs, runs)['fixed_K1']['mean'] == 0
+    assert to_json(dict(t=torch.tensor([1.5]), n=np.float64(2.0), p=Fixed(1))) == {'t': [1.5], 'n': 2.0, 'p': 'Fixed(K=1)'}
 
 # --- the papermill template ---
 
