@@ -9,9 +9,8 @@ of the full-context pass, the strided SW (stride S), the truncation test (window
 (one window per position; one timed run). Target: strided SW costs at most about W/S + 1 full passes.
 Writes benchmarks/results/eval.json (with hardware_info) and benchmarks/eval.md.
 """
-import argparse, json, time, sys, os
+import argparse, time, sys, os
 from pathlib import Path
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]

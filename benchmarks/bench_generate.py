@@ -24,66 +24,13 @@ sys.path.insert(0, str(ROOT))
 from ttt_nb.core import hardware_info, write_json_atomic, as_dtype, seed_everything
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTForCausalLM
-from ttt_nb.state import TTTState
 from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM
-from ttt_nb.generate import StreamingSession, model_step
+from ttt_nb.generate import StreamingSession, model_step, TTTDecodeGraphs
 from ttt_nb.data import ByteTokenizer
 
 
 def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
-
-
-class TTTDecodeGraphs:
-    "The TTT single-token step as CUDA graphs: static state buffers, one graph per mini-batch offset."
-    def __init__(self, model, state:TTTState):
-        self.m, self.b = model, model.config.mini_batch_size
-        s = state.clone()
-        self.params, self.grads, self.conv = s.params, s.grads, s.conv
-        self.spec, self.init, self.seqlen, self.offset = s.spec, s.init, s.seqlen, s.offset
-        self.ids = torch.zeros(1, 1, dtype=torch.long, device=state.device)
-        self.graphs = {}
-
-    def _body(self, offset):
-        "embed -> blocks -> lm_head for one token; the new state is copied into the static buffers."
-        st = TTTState(self.params, self.grads, self.conv, offset, 0, self.spec, self.init)
-        emb = self.m.model.embed_tokens(self.ids)                        # no id check (it would sync the GPU)
-        out = self.m.model(inputs_embeds=emb, state=st, return_state=True)
-        logits = self.m.lm_head(out.last_hidden_state[:, -1]).float()    # [1,V]
-        for old, new in zip(self.params + self.grads, out.state.params + out.state.grads):
-            for o, n in zip(old, new):
-                if o is not n: o.copy_(n)
-        for old, new in zip(self.conv, out.state.conv):
-            for k in old: old[k].copy_(new[k])
-        return logits
-
-    @torch.no_grad()
-    def capture(self):
-        for off in range(self.b):
-            saved = [t.clone() for t in self._tensors()]
-            s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(2): self._body(off)                       # warm up (allocations, autotuning)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g): out = self._body(off)
-            for t, v in zip(self._tensors(), saved): t.copy_(v)         # the warm-up steps changed the state
-            self.graphs[off] = (g, out)
-        return self
-
-    def _tensors(self):
-        return [t for ps in self.params + self.grads for t in ps] + [v for c in self.conv for v in c.values()]
-
-    @torch.no_grad()
-    def step(self, token:int):
-        g, out = self.graphs[self.offset]
-        self.ids.fill_(token); g.replay()
-        self.offset, self.seqlen = (self.offset + 1) % self.b, self.seqlen + 1
-        return out[0]
-
-    def state(self) -> TTTState:
-        return TTTState([tuple(p) for p in self.params], [tuple(g) for g in self.grads], [dict(c) for c in self.conv],
-                        self.offset, self.seqlen, self.spec, self.init).clone()
 
 
 def build(kind, preset, vocab, dtype, dev):
@@ -161,7 +108,7 @@ def markdown(res, args=None, hw=None, cmd=None) -> str:
         rel = lambda r, k: '-' if r is None else f"{r['decode_ms_median'] / base[k]:.2f}"
         out.append(f"| {L} | {f(t, 'decode_ms_median')} | {f(t, 'tokens_per_s')} | {rel(t, 'ttt')} | {f(a, 'decode_ms_median')} | "
                    f"{f(a, 'tokens_per_s')} | {rel(a, 'transformer')} | {f(t, 'prefill_tok_s')} | {f(a, 'prefill_tok_s')} |")
-    out += ['', f"End-to-end `StreamingSession.stream` (sampling with temperature/top-k/top-p, text decoding), 128-token prompt: "
+    out += ['', "End-to-end `StreamingSession.stream` (sampling with temperature/top-k/top-p, text decoding), 128-token prompt: "
             + ', '.join(f"{k} {v} tok/s" for k, v in res['session_tokens_per_s'].items()) + '.', '',
             f"TTT decode step: {res['ttt_decode_step']}.", '']
     if res['device'] == 'cpu':

@@ -1,6 +1,5 @@
 "The length-generalization evaluator: SW definitions, the two 'done when' tests, statistics, sweep, summaries, CLI."
-import json, subprocess, sys
-from pathlib import Path
+import json, sys
 import numpy as np
 import pytest, torch
 import torch.nn.functional as F
@@ -59,7 +58,7 @@ def test_exact_sw_sees_exactly_W_tokens(kind):
 def test_sw_equals_full_context_up_to_W(stride):
     m, docs, W = _ttt(), _docs(), 12
     full, sw = full_context_nll(m, docs), sliding_window_nll(m, docs, W, stride=stride)
-    for f, s in zip(full, sw):
+    for f, s in zip(full, sw, strict=True):
         assert np.isnan(f[0]) and np.isnan(s[0]) and not np.isnan(s[1:]).any()
         assert np.abs(f[1:W + 1] - s[1:W + 1]).max() < 1e-10
 
@@ -68,7 +67,7 @@ def test_full_context_pieces_and_batches_are_exact():
     a = full_context_nll(m, docs, chunk=10_000, batch_size=1)
     for chunk, bs in [(5, 2), (16, 4), (33, 3)]:
         b = full_context_nll(m, docs, chunk=chunk, batch_size=bs)
-        assert max(np.nanmax(np.abs(x - y)) for x, y in zip(a, b)) < 1e-10
+        assert max(np.nanmax(np.abs(x - y)) for x, y in zip(a, b, strict=True)) < 1e-10
 
 def test_truncation_definition():
     "Truncated = full up to 2W; beyond, a fresh pass over segment k-1 and segment k up to the token."
@@ -101,7 +100,7 @@ def test_zero_inner_lr_full_equals_sw(b, backbone, W, S):
     kinds = {'strided': S} | ({'exact': None} if b == 1 else {})
     for name, s in kinds.items():
         sw = sliding_window_nll(m, docs, W, stride=s)
-        assert max(np.nanmax(np.abs(x - y)) for x, y in zip(full, sw)) < 1e-10, name
+        assert max(np.nanmax(np.abs(x - y)) for x, y in zip(full, sw, strict=True)) < 1e-10, name
     nll = dict(full=full, sw_strided=sliding_window_nll(m, docs, W, stride=S))
     sm = summarize(nll, W, min_docs=2, n_boot=200)
     for kind in ('linear', 'log'):
@@ -114,7 +113,7 @@ def test_zero_inner_lr_state_is_constant():
     p0, p1 = m.init_state(1), st
     a = [t for t in torch.utils._pytree.tree_leaves(vars(p0)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     b = [t for t in torch.utils._pytree.tree_leaves(vars(p1)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    assert a and all(torch.equal(x, y) for x, y in zip(a, b) if x.shape == y.shape)
+    assert a and all(torch.equal(x, y) for x, y in zip(a, b, strict=True) if x.shape == y.shape)
 
 # --- "done when" 1: a tiny TTT trained briefly on synthetic-recall uses context beyond W
 
@@ -162,7 +161,7 @@ def _synthetic(delta, D=40, T=200, seed=0):
     rng = np.random.default_rng(seed)
     a = [rng.normal(2.0, 0.3, T) for _ in range(D)]
     shift = rng.normal(0, 0.2, D); shift -= shift.mean()
-    b = [x - delta + (s if delta == 0 else 0) + rng.normal(0, 0.05, T) for x, s in zip(a, shift)]
+    b = [x - delta + (s if delta == 0 else 0) + rng.normal(0, 0.05, T) for x, s in zip(a, shift, strict=True)]
     for x in a + b: x[0] = np.nan
     return a, b
 
@@ -358,7 +357,7 @@ def test_evaluate_run_refuses_zero_sizes(tmp_path):
     for kw, msg in [(dict(min_docs=0), 'min_docs'), (dict(n_boot=0), 'n_boot'), (dict(batch_size=0), 'batch_size'),
                     (dict(max_multiple=0), 'max_multiple')]:
         with pytest.raises(ValueError, match=msg): evaluate_run(m, docs, 8, tmp_path, **{'n_boot': 20, **kw})
-    s = evaluate_run(m, docs, 8, tmp_path, n_boot=20, min_docs=1)
+    evaluate_run(m, docs, 8, tmp_path, n_boot=20, min_docs=1)
     def no_nan(c): raise ValueError(f'{c} in the summary JSON')
     json.loads((tmp_path / 'summary.json').read_text(), parse_constant=no_nan)
 

@@ -1,5 +1,5 @@
 "Streaming generation: exactness of the session (greedy, continuation, saved states), sampling, generate() with left padding and streamers, UTF-8 streaming, bad input, ttt-generate on a trained checkpoint."
-import io, json, os, subprocess, sys, threading
+import io, os, subprocess, sys, threading
 from pathlib import Path
 import pytest, torch, torch.nn as nn
 from transformers import TextStreamer, TextIteratorStreamer
@@ -8,7 +8,7 @@ from ttt_nb import data as D
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTForCausalLM
 from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM, SWAConfig, SWAForCausalLM
-from ttt_nb.generate import (StreamingSession, StreamDecoder, encode_prompt, load_for_generation, save_state, load_state,
+from ttt_nb.generate import (StreamingSession, StreamDecoder, encode_prompt, load_for_generation, load_state,
                              GenerateWidget, main, model_step)
 
 BIN = Path(sys.executable).parent
@@ -320,13 +320,11 @@ def test_cli_stream_on_trained_checkpoint(tmp_path, capsys, monkeypatch):
 
 
 def test_bench_static_decode_step_matches_eager():
-    "The benchmark's CUDA-graph decode body (static state buffers, one body per offset), run eagerly on CPU, follows model_step."
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('bench_generate', Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_generate.py')
-    bg = importlib.util.module_from_spec(spec); spec.loader.exec_module(bg)
+    "The CUDA-graph decode body (static state buffers, one body per offset), run eagerly on CPU, follows model_step."
+    from ttt_nb.generate import TTTDecodeGraphs
     m = make('ttt-linear-mamba')                                  # b = 4
     lg, st = model_step(m, torch.tensor([list(b'static buffers')]))
-    gr, tok, es = bg.TTTDecodeGraphs(m, st), int(lg.argmax()), st
+    gr, tok, es = TTTDecodeGraphs(m, st), int(lg.argmax()), st
     for i in range(9):                                             # across two mini-batch ends
         with torch.no_grad():
             gr.ids.fill_(tok); a = gr._body(gr.offset)[0]; gr.offset = (gr.offset + 1) % gr.b

@@ -1,5 +1,5 @@
 "Trainer mechanics on a tiny stand-in recurrent LM: schedule, state passing, checkpoints, resume, faults, two processes."
-import json, os, sys, time, signal, random, subprocess
+import json, os, sys, signal, random, subprocess
 from pathlib import Path
 import pytest, torch
 import numpy as np
@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from _train_standin import StandinLM, StandinStream, standin_docs
 from _train_run import build
-from ttt_nb.train import TrainConfig, Trainer, lr_at, milestone_steps, param_groups
+from ttt_nb.train import TrainConfig, lr_at, milestone_steps, param_groups
 from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints
 from ttt_nb.cli import config_from_args
 
@@ -43,7 +43,7 @@ def test_grad_accum_matches_full_batch(tmp_path):
     "Two accumulation chunks of 2 rows give the same update as one chunk of 4 (token-weighted global mean)."
     a = build(cfg_(tmp_path / 'a', steps=3)); a.fit()
     b = build(cfg_(tmp_path / 'b', steps=3, grad_accum=2)); b.fit()
-    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=k)
 
 
@@ -54,7 +54,7 @@ def test_state_passing_is_the_only_difference(tmp_path):
         tr = build(cfg_(tmp_path / str(sp), steps=4, state_passing=sp))
         rec = calls[sp] = []
         fwd = tr.model.forward
-        def spy(x, state=None, **kw):
+        def spy(x, state=None, fwd=fwd, rec=rec, tr=tr, **kw):   # bound now: the loop rebinds the names
             out = fwd(x, state=state, **kw)
             rec.append((x.clone(), state.h.detach().clone(), tr.model.W1.detach().clone(), out.state.h.detach().clone() if out.state else None))
             return out
@@ -64,7 +64,7 @@ def test_state_passing_is_the_only_difference(tmp_path):
     for k in calls[True, 'w0']: torch.testing.assert_close(calls[True, 'w0'][k], calls[False, 'w0'][k], rtol=0, atol=0)
     on, off = calls[True], calls[False]
     assert len(on) == len(off) == 2 + 4 + 2                             # held-out (2 batches) at step 0, 4 steps, held-out at the end
-    for a, b in zip(on, off): torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)   # the same tokens in the same order
+    for a, b in zip(on, off, strict=True): torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)   # the same tokens in the same order
     torch.testing.assert_close(on[2][1], off[2][1], rtol=0, atol=0)    # first segment: both from the learned initial state
     stream = StandinStream(standin_docs(), 4, 8, seed=0)
     resets = [next(stream)['reset'] for _ in range(4)]
@@ -96,7 +96,7 @@ def test_nan_stops_without_overwriting(tmp_path):
     "A non-finite loss stops the run with a clear reason; earlier checkpoints are untouched and none is added."
     cfg = cfg_(tmp_path, steps=6, save_every=1, keep_last=10, n_checkpoints=0)
     tr = build(cfg)
-    fwd, n = tr.model.forward, [0]
+    fwd = tr.model.forward
     def poisoned(x, **kw):
         out = fwd(x, **kw)
         if tr.step >= 3 and tr.model.training: out.logits = out.logits * float('nan')
@@ -176,7 +176,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     assert r1.wait(timeout=60) == 0, r1.stderr.read().decode()
     la, lb = log(one.out_dir), log(two.out_dir)
     assert [r['step'] for r in la] == [r['step'] for r in lb]
-    for a, b in zip(la, lb):
+    for a, b in zip(la, lb, strict=True):
         for k in ('loss', 'heldout_loss'):
             if a.get(k) is not None: assert b[k] == pytest.approx(a[k], rel=1e-5), (k, a['step'])
     wa, wb = weights(latest_checkpoint(one.out_dir)), weights(latest_checkpoint(two.out_dir))

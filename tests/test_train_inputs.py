@@ -65,7 +65,7 @@ def test_unknown_corpus_option(tmp_path, cache):
 
 def test_eval_batches_zero_skips_heldout(tmp_path, cache):
     "eval_batches=0 means no held-out loss: null in the log and summary, never NaN; early stopping without it is refused."
-    import json, math
+    import json
     cfg = cfg_(tmp_path, corpus='python-stdlib', split='train', heldout_split='validation', eval_batches=0, eval_every=1, n_checkpoints=0)
     s = Trainer(cfg, model=StandinLM(257)).fit()
     assert s['state'] == 'finished' and s['heldout_loss'] is None and s['best_heldout_loss'] is None

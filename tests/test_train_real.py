@@ -30,8 +30,8 @@ def test_ttt_initial_weights_learn(tmp_path):
         others = {n: p.detach().clone() for n, p in tr.model.named_parameters() if 'learnable' in n}
         assert not any(n.endswith(('W1', 'b1')) for n in tr.param_names['decay'])      # not decayed by default
         tr.fit()
-        for before, after in zip(init, tr.model.ttt_init_params()):
-            for a, b in zip(before, after): assert not torch.equal(a, b.detach())
+        for before, after in zip(init, tr.model.ttt_init_params(), strict=True):
+            for a, b in zip(before, after, strict=True): assert not torch.equal(a, b.detach())
         for n, p in tr.model.named_parameters():
             if n in others: assert not torch.equal(others[n], p.detach()), n
 
@@ -42,12 +42,12 @@ def test_ttt_state_passing_switch(tmp_path):
     for sp in (True, False):
         tr = Trainer(cfg_(tmp_path / str(sp), steps=3, n_checkpoints=0, eval_every=0, state_passing=sp))
         seen, fwd = xs.setdefault(sp, []), tr.model.forward
-        def spy(x, state=None, **kw):
+        def spy(x, state=None, tr=tr, seen=seen, fwd=fwd, **kw):   # bound now: the loop rebinds the names
             if tr.model.training: seen.append(x.clone())
             return fwd(x, state=state, **kw)
         tr.model.forward = spy; tr.fwd = tr.model
         tr.fit(); logs[sp] = [r['loss'] for r in log(tr.out) if 'loss' in r]
-    for a, b in zip(xs[True], xs[False]): assert torch.equal(a, b)
+    for a, b in zip(xs[True], xs[False], strict=True): assert torch.equal(a, b)
     assert logs[True][0] == logs[False][0] and logs[True][1:] != logs[False][1:]
 
 
@@ -100,7 +100,7 @@ def test_cli_two_process_gloo_matches_one(tmp_path):
     assert one.wait(timeout=100) == 0, one.stderr.read().decode()[-2000:]
     la, lb = log(tmp_path / 'one'), log(tmp_path / 'two')
     assert [x['step'] for x in la] == [x['step'] for x in lb]
-    for a, b in zip(la, lb):
+    for a, b in zip(la, lb, strict=True):
         for k in ('loss', 'heldout_loss'):
             # train losses to 1e-4; the held-out loss after updates to 1e-3 (Adam amplifies float32 summation-order noise
             # in near-zero gradients: the 2-rank all-reduce adds in another order than one process)
@@ -133,12 +133,12 @@ def test_states_saved_as_data_and_untouched(tmp_path, model):
     tensors = [(t, t.clone()) for t in flat(st)]
     ck = tr.save_checkpoint('periodic')
     assert all(vars(st)[k] is v for k, v in before.items())
-    for a, (t, c) in zip(flat(st), tensors): assert a is t and torch.equal(a, c)
+    for a, (t, c) in zip(flat(st), tensors, strict=True): assert a is t and torch.equal(a, c)
     b = Trainer(cfg_(tmp_path, model=model, steps=2, n_checkpoints=0, eval_every=0))
     b.load_checkpoint(ck)
     got = b.states[0]
     assert type(got) is type(st)
-    for x, y in zip(flat(got), flat(st)): assert x.dtype == y.dtype and torch.equal(x.detach(), y.detach())
+    for x, y in zip(flat(got), flat(st), strict=True): assert x.dtype == y.dtype and torch.equal(x.detach(), y.detach())
     if model == 'ttt':   # the learned initial weights are the new model's live parameters
         assert got.init[0][0] is b.model.ttt_init_params()[0][0] and got.spec == st.spec
 

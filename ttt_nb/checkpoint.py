@@ -57,14 +57,14 @@ def checkpoint_problem(path) -> Optional[str]:
         if sha256_file(path / name) != h: return f"{name} does not match its checksum"
     return None
 
-# %% ../nbs/09a_checkpoint.ipynb #f4771de1
+# %% ../nbs/09a_checkpoint.ipynb #ad548475
 def latest_checkpoint(out_dir,          # a run folder
                       verify:bool=True, # skip (with a warning) checkpoints whose files do not match meta.json
                      ) -> Optional[Path]:
     "The newest intact checkpoint of a run (highest step), or None."
     for _, p in reversed(list_checkpoints(out_dir)):
         if not verify or (why := checkpoint_problem(p)) is None: return p
-        warnings.warn(f"skipping damaged checkpoint {p}: {why}")
+        warnings.warn(f"skipping damaged checkpoint {p}: {why}", stacklevel=2)
     return None
 
 _PICKLED = ('.pt', '.pth', '.pkl', '.pickle', '.bin', '.ckpt')
@@ -81,7 +81,7 @@ def resume_checkpoint(out_dir) -> Optional[Path]:
     for _, p in reversed(cks):
         refuse_pickled(p)
         if (why := checkpoint_problem(p)) is None: return p
-        warnings.warn(f"skipping damaged checkpoint {p}: {why}")
+        warnings.warn(f"skipping damaged checkpoint {p}: {why}", stacklevel=2)
     if cks: raise ValueError(f"no intact checkpoint under {Path(out_dir) / 'checkpoints'} to resume from (each one is damaged)")
     return None
 

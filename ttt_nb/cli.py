@@ -54,7 +54,7 @@ def config_from_args(argv:list=None) -> tuple[TrainConfig, argparse.Namespace]:
     except (TypeError, ValueError) as e: p.error(str(e))
     return cfg, a
 
-# %% ../nbs/15_cli.ipynb #25cb3a32
+# %% ../nbs/15_cli.ipynb #e46d51c7
 def evaluate_training_run(tr:Trainer, # a trainer after `fit`
                          ) -> dict|None: # the summary's scalar entries, or None when skipped
     "Evaluate the final checkpoint of a training run: JSON and figures in out_dir/eval."
@@ -65,7 +65,7 @@ def evaluate_training_run(tr:Trainer, # a trainer after `fit`
     sel.update(dict(max_multiple=kw.pop('max_multiple'), fallback=()) if 'max_multiple' in kw else {})
     td = D.load_tokenized(cfg.corpus, split, cfg.tokenizer)
     try: docs, info = select_documents(td, cfg.seq_len, **sel)
-    except ValueError as e: warnings.warn(f"evaluation skipped: {e}"); return None
+    except ValueError as e: warnings.warn(f"evaluation skipped: {e}", stacklevel=2); return None
     ckpt = getattr(tr, 'last_checkpoint', None) or latest_checkpoint(tr.out)
     s = evaluate_checkpoint(ckpt, docs, cfg.seq_len, tr.out / 'eval', info, device=tr.device, log_wandb=False, **kw)
     figs = plots.save_all(s, tr.out / 'eval', name) if figures else {}
