@@ -26,7 +26,7 @@ from .checkpoint import latest_checkpoint, load_pretrained
 __all__ = ['as_tokenizer', 'encode_prompt', 'StreamDecoder', 'model_step', 'StreamingSession', 'TTTDecodeGraphs', 'save_state',
            'load_state', 'find_tokenizer', 'load_for_generation', 'GenerateWidget', 'main']
 
-# %% ../nbs/11_generate.ipynb #d3f69383
+# %% ../nbs/11_generate.ipynb #9aa3b64c
 class _Tok:
     "encode/decode/eos/vocab of a ttt_nb tokenizer or a transformers tokenizer."
     def __init__(self, tok):
@@ -56,6 +56,7 @@ def as_tokenizer(tok) -> _Tok:
     if tok is None: raise ValueError("no tokenizer: pass one (e.g. ttt_nb.data.ByteTokenizer(), load_tokenizer('gpt2'))")
     return tok if isinstance(tok, _Tok) else _Tok(tok)
 
+# %% ../nbs/11_generate.ipynb #b67222ae
 def encode_prompt(tok,                   # a tokenizer (`as_tokenizer` accepts ours and transformers')
                   prompt,                # text, or token ids (list / 1-D tensor)
                   vocab_size:int,        # the model's vocabulary
@@ -285,7 +286,7 @@ class TTTDecodeGraphs:
         return TTTState([tuple(p) for p in self.params], [tuple(g) for g in self.grads], [dict(c) for c in self.conv],
                         self.offset, self.seqlen, self.spec, self.init).clone()
 
-# %% ../nbs/11_generate.ipynb #daca91a1
+# %% ../nbs/11_generate.ipynb #0943d079
 def save_state(state,                    # TTTState or KVState of one row
                path,                     # the .safetensors file to write
                extra:dict|None=None,     # {'last_logits': Tensor [V], 'tokens_seen': int}
@@ -308,6 +309,7 @@ def save_state(state,                    # TTTState or KVState of one row
     tmp = path.with_name(path.name + '.tmp'); save_file(t, str(tmp), metadata=meta); tmp.replace(path)
     return path
 
+# %% ../nbs/11_generate.ipynb #3ac410ea
 def load_state(path,                     # a file written by `save_state` (or `TTTState.save`)
                model,                    # the model that continues it
               ) -> tuple:                # (state, {'last_logits', 'tokens_seen'})
@@ -339,7 +341,7 @@ def load_state(path,                     # a file written by `save_state` (or `T
         return KVState(ks, vs, int(meta['seqlen']), start, json.loads(meta['window'])), extra
     raise ValueError(f"{path} is not a saved session state (format {fmt!r})")
 
-# %% ../nbs/11_generate.ipynb #6b090eab
+# %% ../nbs/11_generate.ipynb #278a3cb3
 def _resolve_checkpoint(path) -> tuple:
     "(weights folder, run config dict or None) for a save_pretrained folder, a checkpoint or a run folder."
     p = Path(path).expanduser()
@@ -370,6 +372,7 @@ def find_tokenizer(folder,               # the weights folder
                      "pass one (--tokenizer byte, --tokenizer gpt2, --tokenizer <folder>), or save it beside the weights "
                      "with tokenizer.save(folder)")
 
+# %% ../nbs/11_generate.ipynb #a80eb3b2
 def load_for_generation(path,            # save_pretrained folder, training checkpoint or run folder
                         tokenizer=None,  # override the checkpoint's tokenizer
                         device=None,     # default: CUDA when present
@@ -432,7 +435,7 @@ class GenerateWidget:
         from IPython.display import display   # present wherever ipywidgets is
         display(self.box)
 
-# %% ../nbs/11_generate.ipynb #aa6b763a
+# %% ../nbs/11_generate.ipynb #73d85cd0
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ttt-generate', description='Generate text from a ttt_nb checkpoint, optionally streaming and keeping the state.')
     p.add_argument('checkpoint', help='a save_pretrained folder, a training checkpoint (run/checkpoints/step_N) or a run folder')
@@ -456,6 +459,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--stats', action='store_true', help='print tokens/s to stderr')
     return p
 
+# %% ../nbs/11_generate.ipynb #9f7dd2fe
 def main(argv=None) -> int:
     "The `ttt-generate` command."
     a = _parser().parse_args(argv)
