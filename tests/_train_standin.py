@@ -1,6 +1,5 @@
 "A tiny stand-in recurrent LM and token stream with the interfaces of ttt_nb.model / ttt_nb.data (for trainer tests)."
 from __future__ import annotations
-from dataclasses import dataclass
 from types import SimpleNamespace
 import numpy as np, torch
 from torch import nn
