@@ -4,11 +4,14 @@
 
 # %% ../nbs/14_plots.ipynb #29af7a69
 from __future__ import annotations
-import re, textwrap
+
+import re
+import textwrap
 from pathlib import Path
-import numpy as np
+
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 from matplotlib.lines import Line2D
 

@@ -4,19 +4,22 @@
 
 # %% ../nbs/12_ponder.ipynb #92047dda
 from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
 from fastcore.basics import patch
-from .ops.ttt_ref import inner_dtype, ln_fwd, ln_l2_grad, gelu_tanh, gelu_tanh_grad, _apply, _token_grads
-from .ops import dispatch
+from torch import Tensor
+
+from . import baselines
 from .config import TTTConfig
 from .model import TTTForCausalLM
-from . import baselines
+from .ops import dispatch
+from .ops.ttt_ref import _apply, _token_grads, gelu_tanh, gelu_tanh_grad, inner_dtype, ln_fwd, ln_l2_grad
 
 # %% auto #0
 __all__ = ['KS', 'SIGNALS', 'LN_F', 'LN_G', 'GELU_F', 'GELU_G', 'SOFTMAX_F', 'inner_loss', 'ttt_ksteps', 'ttt_block_step',

@@ -4,14 +4,19 @@
 
 # %% ../nbs/12a_ponder_study.ipynb #5529da71
 from __future__ import annotations
-import math, re, json, time
+
+import json
+import math
+import re
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .eval import bootstrap_ppl, bootstrap_diff
-from .ponder import (KS, SIGNALS, PonderLM, PonderResult, ponder_run, run_docs, Fixed, RandomK, Controller, calibrate,
-                           mean_k, realized_mix, model_flops, oracle_docs, oracle_at_mean_k)
+
+from .eval import bootstrap_diff, bootstrap_ppl
+from .ponder import KS, SIGNALS, Controller, Fixed, PonderLM, PonderResult, RandomK, calibrate, mean_k, model_flops, oracle_at_mean_k, oracle_docs, ponder_run, realized_mix, run_docs
 
 # %% auto #0
 __all__ = ['lr_schedule', 'train_lm', 'doc_pieces', 'doc_sums', 'summarize_method', 'paired_diff', 'mean_result',

@@ -7,6 +7,7 @@ __all__ = []
 
 # %% ../../nbs/13_curriculum.ipynb #d636f3a0
 #| eval: false
+#| eval: false
 import importlib
 
 _MODULES = ('status', 'run', 'compare', 'sweep', 'publish')   # in layer order: each imports only those before it

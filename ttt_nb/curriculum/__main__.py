@@ -7,9 +7,11 @@ __all__ = []
 
 # %% ../../nbs/13f_curriculum.__main__.ipynb #1077d920
 import sys
-from .status import status_main
+
 from .compare import compare_main
-from .sweep import sweep_main, run_default
+from .status import status_main
+from .sweep import run_default, sweep_main
+
 
 def _main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -4,12 +4,16 @@
 
 # %% ../../nbs/13c_curriculum.compare.ipynb #cde7bab2
 from __future__ import annotations
-import sys, glob, argparse
+
+import argparse
+import glob
+import sys
 from pathlib import Path
-from ..core import write_json_atomic, utc_now as _now
-from ..plots import (FIG_DPI, save_figure, sw_method, run_label, plot_compare_probes, plot_compare_evolution,
-                          plot_compare_position, plot_compare_training)
-from .run import load_run, compare_table, table_markdown, _hw
+
+from ..core import utc_now as _now
+from ..core import write_json_atomic
+from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_label, save_figure, sw_method
+from .run import _hw, compare_table, load_run, table_markdown
 
 # %% auto #0
 __all__ = ['COMPARE_TITLES', 'compare_caption', 'compare_runs', 'expand_runs', 'seed_claims', 'claims_markdown',
@@ -96,7 +100,8 @@ def claims_markdown(rows:list) -> str:
 # %% ../../nbs/13c_curriculum.compare.ipynb #4e36474b
 def show_comparison(res:dict):
     "Display the comparison table and figures with their captions (in a notebook)."
-    from IPython.display import display, Markdown, Image   # IPython: only where a notebook shows the comparison
+    # IPython: only where a notebook shows the comparison
+    from IPython.display import Image, Markdown, display
     runs = res['runs']
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
     display(Markdown('**Final checkpoints, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(res['table'])))

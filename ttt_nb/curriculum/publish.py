@@ -4,16 +4,25 @@
 
 # %% ../../nbs/13e_curriculum.publish.ipynb #14aedbe0
 from __future__ import annotations
-import os, io, re, json, base64, shutil, tempfile
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
-import numpy as np
+
 import nbformat
+import numpy as np
 from PIL import Image
+
 from ..eval import fmt_r
-from ..plots import FIG_DPI, save_figure, run_label, plot_probes_over_training
-from .status import _read_json
-from .run import load_run, memory_note, compare_table, table_markdown, _ci_cell, _hw, FIGURE_TITLES
+from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 from .compare import COMPARE_TITLES
+from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
+from .status import _read_json
 from .sweep import execute_template
 
 # %% auto #0

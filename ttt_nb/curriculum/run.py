@@ -4,15 +4,25 @@
 
 # %% ../../nbs/13b_curriculum.run.ipynb #3954b8be
 from __future__ import annotations
-import os, time, re, socket, warnings
+
+import os
+import re
+import socket
+import time
+import warnings
 from pathlib import Path
+
 import torch
 from safetensors import safe_open
-from ..core import hardware_info, write_json_atomic, sha256_of, utc_now as _now
-from .. import data as D, train as T, eval as E
+
+from .. import data as D
+from .. import eval as E
+from .. import train as T
 from ..checkpoint import list_checkpoints
+from ..core import hardware_info, sha256_of, write_json_atomic
+from ..core import utc_now as _now
 from ..eval import PROBE_RATIOS, fmt_r
-from ..plots import sw_method, run_label, probe_series, curriculum_figures
+from ..plots import curriculum_figures, probe_series, run_label, sw_method
 from .status import _read_json, _read_log
 
 # %% auto #0
@@ -373,7 +383,8 @@ def table_markdown(rows:list) -> str:
 # %% ../../nbs/13b_curriculum.run.ipynb #3d58f7f3
 def show_run(run:dict):
     "Display the overview, the final probe table and every figure with its caption (in a notebook)."
-    from IPython.display import display, Markdown, Image   # IPython: only where a notebook shows the run
+    # IPython: only where a notebook shows the run
+    from IPython.display import Image, Markdown, display
     display(Markdown(run_overview(run)))
     display(Markdown('**Final checkpoint, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(compare_table([run]))))
     caps = figure_captions(run)

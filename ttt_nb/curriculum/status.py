@@ -4,7 +4,15 @@
 
 # %% ../../nbs/13a_curriculum.status.ipynb #610306db
 from __future__ import annotations
-import os, sys, json, time, math, socket, argparse, datetime
+
+import argparse
+import datetime
+import json
+import math
+import os
+import socket
+import sys
+import time
 from pathlib import Path
 
 # %% auto #0

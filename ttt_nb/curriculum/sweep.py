@@ -4,13 +4,22 @@
 
 # %% ../../nbs/13d_curriculum.sweep.ipynb #bf8801e5
 from __future__ import annotations
-import sys, re, time, argparse, datetime, threading
+
+import argparse
+import datetime
+import re
+import sys
+import threading
+import time
 from pathlib import Path
+
 import yaml
 from tqdm import tqdm
-from ..core import write_json_atomic, utc_now as _now
+
+from ..core import utc_now as _now
+from ..core import write_json_atomic
 from ..plots import probe_series
-from .status import read_status, _read_json, _fmt_s
+from .status import _fmt_s, _read_json, read_status
 
 # %% auto #0
 __all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'run_sweep',
@@ -31,7 +40,7 @@ def execute_template(template, # a template notebook path (or a name in nbs/)
                      progress:bool=False, # papermill's progress bar
                     ) -> Path:
     "Execute a template notebook with papermill; raises papermill's error when a cell fails."
-    import papermill as pm   # papermill: optional, only the templates need it
+    import papermill as pm  # papermill: optional, only the templates need it
     t = Path(template) if Path(template).exists() else template_path(str(template))
     output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
     cwd = cwd or t.resolve().parent.parent
@@ -42,7 +51,7 @@ def execute_template(template, # a template notebook path (or a name in nbs/)
 
 def _kernel_manager_class():
     "A kernel manager that provisions CurveZMQ keys (where pyzmq and the kernelspec support them): the kernel's local TCP traffic is encrypted, so ipykernel does not warn that it is not."
-    import zmq   # pyzmq and jupyter_client: installed with papermill
+    import zmq  # pyzmq and jupyter_client: installed with papermill
     from jupyter_client.manager import AsyncKernelManager
     if not zmq.has('curve') or not AsyncKernelManager.class_traits().get('transport_encryption'): return None
     class CurveKernelManager(AsyncKernelManager):
