@@ -12,7 +12,7 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install lock test test-compat sync-check nbdev-test pytest run report clean bench help
+.PHONY: install lock lint test test-compat sync-check nbdev-test pytest run report clean bench help
 
 help:
 	@echo "make run    train + evaluate the main job on the embedded default corpus (CPU, no download)"
@@ -48,14 +48,14 @@ lock:
 test-compat:
 	bash tools/test_compat.sh
 
-# README.md is written from nbs/index.ipynb by tools/nbpy.py to-md, not nbdev_readme: nbdev_readme renders
+# README.md is written from nbs/index.ipynb by tools/readme.py, not nbdev_readme: nbdev_readme renders
 # through Quarto, which these machines and CI do not have.
 # The notebooks are the source. Export them and fail if that changed ttt_nb/ (out of sync),
 # and clean them and fail if that changed a notebook (uncleaned outputs or metadata).
 sync-check: $(STAMP)
 	@tmp=$$(mktemp -d); cp -r ttt_nb nbs $$tmp/; \
 	cp README.md $$tmp/README.md 2>/dev/null || true; \
-	$(BIN)/nbdev_clean; $(BIN)/nbdev_export; $(PY) tools/nbpy.py to-md nbs/index.ipynb README.md; \
+	$(BIN)/nbdev_clean; $(BIN)/nbdev_export; $(PY) tools/readme.py nbs/index.ipynb README.md; \
 	if ! cmp -s README.md $$tmp/README.md; then \
 	  echo "README.md was out of sync with nbs/index.ipynb: it has now been regenerated; review and commit."; rm -rf $$tmp; exit 1; fi; \
 	if ! diff -rq -x __pycache__ $$tmp/ttt_nb ttt_nb >/dev/null; then \
@@ -72,7 +72,12 @@ nbdev-test: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
-test: sync-check nbdev-test pytest
+# pyflakes, bugbear and import order (ruff.toml); ttt_nb/'s import order is checked in the notebooks that write it
+lint: $(STAMP)
+	$(BIN)/ruff check ttt_nb tests tools benchmarks
+	$(BIN)/ruff check --select I nbs
+
+test: sync-check lint nbdev-test pytest
 
 # CPU benchmarks (JSON under benchmarks/results/); run them on a quiet machine
 bench: $(STAMP)

@@ -9,15 +9,20 @@ of the full-context pass, the strided SW (stride S), the truncation test (window
 (one window per position; one timed run). Target: strided SW costs at most about W/S + 1 full passes.
 Writes benchmarks/results/eval.json (with hardware_info) and benchmarks/eval.md.
 """
-import argparse, time, sys, os
+import argparse
+import os
+import sys
+import time
 from pathlib import Path
+
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ttt_nb.core import hardware_info, write_json_atomic, as_dtype
+from ttt_nb.baselines import SWAConfig, SWAForCausalLM, TransformerConfig, TransformerForCausalLM
+from ttt_nb.core import as_dtype, hardware_info, write_json_atomic
 from ttt_nb.eval import full_context_nll, sliding_window_nll, truncated_nll
-from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM, SWAConfig, SWAForCausalLM
+
 
 def build(kind, W, V, preset):
     torch.manual_seed(0)
@@ -58,10 +63,10 @@ def main(argv=None):
     rows = []
     for kind in a.models.split(','):
         m = build(kind, W, a.vocab, a.preset).to(dev, as_dtype(a.dtype)).eval()
-        full = lambda: full_context_nll(m, docs, batch_size=a.docs)
-        runs = {'full': full, f'sw_strided_S{S}': lambda: sliding_window_nll(m, docs, W, stride=S),
-                'truncation': lambda: truncated_nll(m, docs, W)}
-        if not a.no_exact: runs['sw_exact'] = lambda: sliding_window_nll(m, docs, W, stride=None)
+        full = lambda m=m: full_context_nll(m, docs, batch_size=a.docs)
+        runs = {'full': full, f'sw_strided_S{S}': lambda m=m: sliding_window_nll(m, docs, W, stride=S),
+                'truncation': lambda m=m: truncated_nll(m, docs, W)}
+        if not a.no_exact: runs['sw_exact'] = lambda m=m: sliding_window_nll(m, docs, W, stride=None)
         full(); sync()                                            # warm-up
         res, walls = {}, {}
         for name, f in runs.items():

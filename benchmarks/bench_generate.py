@@ -15,18 +15,25 @@ On CUDA the TTT decode step is captured as CUDA graphs (one per position inside 
 capture works; a failed capture falls back to eager and the reason is recorded.
 """
 from __future__ import annotations
-import argparse, json, os, sys, time, statistics
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
 from pathlib import Path
+
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ttt_nb.core import hardware_info, write_json_atomic, as_dtype, seed_everything
-from ttt_nb.config import TTTConfig
-from ttt_nb.model import TTTForCausalLM
 from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM
-from ttt_nb.generate import StreamingSession, model_step, TTTDecodeGraphs
+from ttt_nb.config import TTTConfig
+from ttt_nb.core import as_dtype, hardware_info, seed_everything, write_json_atomic
 from ttt_nb.data import ByteTokenizer
+from ttt_nb.generate import StreamingSession, TTTDecodeGraphs, model_step
+from ttt_nb.model import TTTForCausalLM
 
 
 def sync(dev):

@@ -13,7 +13,14 @@ FLOPs are algorithmic and the same for every TTT implementation (those of our ke
 below), so the TFLOP/s compare like with like; bytes are the minimum traffic of our kernels.
 """
 from __future__ import annotations
-import argparse, importlib, json, math, os, sys, time
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +108,8 @@ def make_impl(name, compile_max_T):
 def official_layer():
     "The official ttt-lm-pytorch TTTLinear/TTTMLP layer (projections and RoPE included): `ttt.py` on sys.path or $TTT_OFFICIAL."
     if os.environ.get('TTT_OFFICIAL'): sys.path.insert(0, os.environ['TTT_OFFICIAL'])
-    try: import ttt as official
+    try:
+        import ttt as official
     except ImportError as e: raise RuntimeError(f"not importable: {e}") from e
     if not hasattr(official, 'TTTLinear'): raise RuntimeError("not importable: `ttt` has no TTTLinear")
     cache = {}
@@ -122,7 +130,8 @@ def official_layer():
 
 def fla_impl():
     "flash-linear-attention's chunk_ttt_linear (a different function: residual, per-row lr, query scale), timed at the same shape."
-    try: from fla.ops.ttt import chunk_ttt_linear
+    try:
+        from fla.ops.ttt import chunk_ttt_linear
     except ImportError as e: raise RuntimeError(f"not importable: {e}") from e
     import inspect
     params = inspect.signature(chunk_ttt_linear).parameters

@@ -9,13 +9,23 @@ from a temporary copy of the mirrored `ttt.py` (never from, nor into, this repos
 transformers 5.x; without the mirror only our numbers are written. Writes benchmarks/results/ref_cpu.json and
 benchmarks/ref_cpu.md.
 """
-import argparse, importlib.util, json, os, shutil, statistics, subprocess, tempfile, time
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
+
 import torch
-from ttt_nb.core import hardware_info, write_json_atomic, seed_everything
+
 from ttt_nb.config import TTTConfig
-from ttt_nb.model import TTTLinear, TTTMLP
+from ttt_nb.core import hardware_info, seed_everything, write_json_atomic
+from ttt_nb.model import TTTMLP, TTTLinear
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get('TTT_OFFICIAL_MIRROR', '/work/.mirror/test-time-training+ttt-lm-pytorch/repo'))

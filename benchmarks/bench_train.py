@@ -14,7 +14,15 @@ Writes benchmarks/results/train.json (rows, hardware, commands; an existing 'dem
 benchmarks/train.md.
 """
 from __future__ import annotations
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +36,7 @@ SIZES = {'cpu': {'tiny': (128, 8, 5, 1), '125m': (64, 1, 2, 1)},
 def one(preset:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
     "Time `steps` optimizer steps of one preset in this process."
     import torch
+
     from ttt_nb.train import TrainConfig, Trainer
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as d:

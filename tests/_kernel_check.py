@@ -8,9 +8,15 @@ imported, so tests/test_kernels.py runs this file in a child process:
 Importing this module does not import triton (the test module imports it for the case list).
 """
 from __future__ import annotations
-import importlib, json, sys, time
+
+import importlib
+import json
+import sys
+import time
 from dataclasses import dataclass
+
 import torch
+
 
 def triton_module(kind:str):
     "The kernel module of one op: `ttt_nb.ops.ttt_linear_triton` or `ttt_nb.ops.ttt_mlp_triton` (imports triton)."
@@ -159,6 +165,7 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
 def model_errors(kind:str, device='cpu', preset='tiny', B=1, T=20, layers=None, vocab=256, dtype=torch.float32) -> dict:
     "A whole TTT language model through the kernels and through the reference: loss and every parameter's gradient."
     import os
+
     from ttt_nb.config import TTTConfig
     from ttt_nb.model import TTTForCausalLM
     torch.manual_seed(0)

@@ -1,11 +1,17 @@
 "Run the trainer on the stand-in LM in its own process (two-process test under torchrun): _train_run.py CONFIG.json [--resume]."
-import sys, os, json
+import json
+import os
+import sys
 from pathlib import Path
+
 sys.path.insert(0, str(Path(__file__).parent))
 import torch
+
 torch.set_num_threads(1)
 from _train_standin import StandinLM, StandinStream, standin_docs
+
 from ttt_nb.train import TrainConfig, Trainer
+
 
 def build(cfg, ws=1, rank=0):
     torch.manual_seed(cfg.seed)
@@ -20,7 +26,8 @@ if __name__ == '__main__':
     tr = build(cfg, ws, rank)
     delay = float(os.environ.get('TTT_TEST_STEP_DELAY', 0))
     if delay:  # slow each step down so that a kill lands mid-run
-        import time; step = tr.train_step
+        import time
+        step = tr.train_step
         tr.train_step = lambda: (time.sleep(delay), step())[1]
     s = tr.fit(resume='--resume' in sys.argv)
     tr.dist.close()

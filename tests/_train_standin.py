@@ -1,7 +1,10 @@
 "A tiny stand-in recurrent LM and token stream with the interfaces of ttt_nb.model / ttt_nb.data (for trainer tests)."
 from __future__ import annotations
+
 from types import SimpleNamespace
-import numpy as np, torch
+
+import numpy as np
+import torch
 from torch import nn
 
 

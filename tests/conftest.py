@@ -1,6 +1,8 @@
 "Shared pytest setup: offline, no wandb, small sizes, one torch thread per worker, paths to ../shared."
-import os, tempfile
+import os
+import tempfile
 from pathlib import Path
+
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 os.environ.setdefault('WANDB_MODE', 'disabled')
@@ -8,7 +10,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 os.environ.setdefault('IN_TEST', '1')
 # token and tokenizer caches of a test session go to a private folder, never to ~/.cache/ttt_nb
 os.environ.setdefault('TTT_NB_CACHE', tempfile.mkdtemp(prefix='ttt_nb-test-cache-'))
-import pytest, torch
+import pytest
+import torch
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

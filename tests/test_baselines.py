@@ -1,7 +1,9 @@
 "Attention baselines: split-point invariant, SWA window, reset, save/load, greedy generate, training step."
-import pytest, torch
-from transformers import AutoModelForCausalLM, AutoConfig
-from ttt_nb.baselines import TransformerConfig, SWAConfig, TransformerForCausalLM, SWAForCausalLM
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from ttt_nb.baselines import SWAConfig, SWAForCausalLM, TransformerConfig, TransformerForCausalLM
 
 V = 40
 

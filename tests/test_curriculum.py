@@ -1,7 +1,14 @@
 "Papermill smoke runs of every run_*.ipynb template, ttt-status on finished and crashed runs, the sweep runner with a failing set."
-import json, os, signal, subprocess, sys, time
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-import pytest, yaml
+
+import pytest
+import yaml
 
 from ttt_nb import curriculum as C
 
@@ -17,7 +24,8 @@ TEMPLATES = sorted(p.name for p in (ROOT / 'nbs').glob('run_*.ipynb'))
 
 def _undefined_and_attrs(src:str):
     "A template's code: the names it reads but never binds, and its `alias.attr` reads, with its ttt_nb imports."
-    import ast, builtins
+    import ast
+    import builtins
     tree = ast.parse(src)   # a syntax error fails here
     bound, read, attrs, imports, star = set(dir(builtins)), set(), [], {}, []
     for n in ast.walk(tree):
@@ -36,7 +44,8 @@ def _undefined_and_attrs(src:str):
 @pytest.mark.parametrize('name', TEMPLATES)
 def test_template_names_exist(name):
     "Every name a template imports from ttt_nb, reads from a star import or calls on a ttt_nb module exists (a renamed function fails here)."
-    import importlib, types
+    import importlib
+    import types
     nb = json.loads((ROOT / 'nbs' / name).read_text())
     src = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code')
     undefined, attrs, imports, star = _undefined_and_attrs(src)
@@ -70,7 +79,8 @@ TALK = {}   # what run_default printed (stdout, stderr) in the fixture
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
     "run_default (what `make run` calls) executes run_curriculum.ipynb with tiny parameters."
-    import contextlib, io
+    import contextlib
+    import io
     root = tmp_path_factory.mktemp('runs')
     o, e = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):

@@ -1,13 +1,15 @@
 "Sweeps for ttt_nb.data: determinism, exact resume, DDP disjointness, align/pack invariants, tokenizers, caches, errors."
-import numpy as np, pytest, torch
-from hypothesis import given, settings, strategies as st, HealthCheck
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 import ttt_nb.data as D
 import ttt_nb.tokenizers as TK
-from ttt_nb.data import (Corpus, load_corpus, heldout_documents, recall_targets, split_wikitext, synthetic_recall_corpus,
-                         stdlib_corpus, text_corpus, load_tokenized)
+from ttt_nb.data import Corpus, heldout_documents, load_corpus, load_tokenized, recall_targets, split_wikitext, stdlib_corpus, synthetic_recall_corpus, text_corpus
 from ttt_nb.stream import TokenStream
-from ttt_nb.tokenizers import (ByteTokenizer, tokenize, load_tokenizer, train_bpe, as_hf_tokenizer, corpus_stats,
-                               stats_caption)
+from ttt_nb.tokenizers import ByteTokenizer, as_hf_tokenizer, corpus_stats, load_tokenizer, stats_caption, tokenize, train_bpe
 
 BT = ByteTokenizer()
 
@@ -43,7 +45,8 @@ def test_resume_exact(boundary, k, rank, world):
     ref = take(TokenStream(data, 2, 8, boundary, seed=1, rank=rank, world_size=world), k + 12)
     s = TokenStream(data, 2, 8, boundary, seed=1, rank=rank, world_size=world); take(s, k)
     sd = s.state_dict()
-    import json; sd = json.loads(json.dumps(sd))  # survives a JSON (checkpoint) round trip
+    import json
+    sd = json.loads(json.dumps(sd))  # survives a JSON (checkpoint) round trip
     fresh = TokenStream(data, 2, 8, boundary, seed=1, rank=rank, world_size=world); fresh.load_state_dict(sd)
     same(ref[k:], take(fresh, 12))
     assert fresh.step == k + 12

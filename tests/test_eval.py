@@ -1,13 +1,37 @@
 "The length-generalization evaluator: SW definitions, the two 'done when' tests, statistics, sweep, summaries, CLI."
-import json, sys
+import json
+import sys
+
 import numpy as np
-import pytest, torch
+import pytest
+import torch
 import torch.nn.functional as F
-from ttt_nb.eval import (full_context_nll, sliding_window_nll, truncated_nll, window_plan, linear_edges, log_edges, bin_sums,
-                         bootstrap_ppl, bootstrap_diff, length_sweep, sweep_lengths, probe_edges, summarize, evaluate_run,
-                         load_summary, read_old_summaries, old_rows, SCHEMA, select_documents, evaluate_checkpoint)
-from ttt_nb.cli import eval_main as main, eval_run as run_eval
-from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM, SWAConfig, SWAForCausalLM
+
+from ttt_nb.baselines import SWAConfig, SWAForCausalLM, TransformerConfig, TransformerForCausalLM
+from ttt_nb.cli import eval_main as main
+from ttt_nb.cli import eval_run as run_eval
+from ttt_nb.eval import (
+    SCHEMA,
+    bin_sums,
+    bootstrap_diff,
+    bootstrap_ppl,
+    evaluate_checkpoint,
+    evaluate_run,
+    full_context_nll,
+    length_sweep,
+    linear_edges,
+    load_summary,
+    log_edges,
+    old_rows,
+    probe_edges,
+    read_old_summaries,
+    select_documents,
+    sliding_window_nll,
+    summarize,
+    sweep_lengths,
+    truncated_nll,
+    window_plan,
+)
 
 ttt_config = pytest.importorskip('ttt_nb.config')
 ttt_model = pytest.importorskip('ttt_nb.model')
@@ -119,7 +143,7 @@ def test_zero_inner_lr_state_is_constant():
 
 def _train_recall_ttt(W=32, steps=40, B=8, L=128, seed=0):
     "Tiny TTT trained like the project trains: segments of W with the state passed (detached) along each document."
-    from ttt_nb.data import synthetic_recall_corpus, ByteTokenizer
+    from ttt_nb.data import ByteTokenizer, synthetic_recall_corpus
     tok, kw = ByteTokenizer(), dict(n_pairs=4, min_gap=48, max_gap=96, key_len=2, value_len=2)
     tr = [tok.encode(d).astype(np.int64) for d in synthetic_recall_corpus('train', n_docs=256, **kw).docs]
     te = [tok.encode(d).astype(np.int64) for d in synthetic_recall_corpus('test', n_docs=20, **kw).docs]
@@ -221,7 +245,7 @@ def test_summary_json_round_trip(tmp_path):
     s = evaluate_run(m, docs, 16, tmp_path, stride=4, exact_sw=True, truncation=True, min_docs=3, n_boot=100,
                      meta=dict(data=dict(corpus='x', split='test', corpus_hash='abc'), training=dict(step=7, seeds=[0, 1, 2], converged=True)),
                      name='ck7', log_wandb=True)
-    from ttt_nb.plots import save_all   # figures are drawn from the summary, above the evaluator
+    from ttt_nb.plots import save_all  # figures are drawn from the summary, above the evaluator
     save_all(s, tmp_path, 'ck7')
     back = load_summary(tmp_path / 'ck7.json')
     assert back == json.loads(json.dumps(s, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))

@@ -1,15 +1,21 @@
 "Streaming generation: exactness of the session (greedy, continuation, saved states), sampling, generate() with left padding and streamers, UTF-8 streaming, bad input, ttt-generate on a trained checkpoint."
-import io, os, subprocess, sys, threading
+import io
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
-import pytest, torch, torch.nn as nn
-from transformers import TextStreamer, TextIteratorStreamer
+
+import pytest
+import torch
+import torch.nn as nn
+from transformers import TextIteratorStreamer, TextStreamer
 
 from ttt_nb import data as D
+from ttt_nb.baselines import SWAConfig, SWAForCausalLM, TransformerConfig, TransformerForCausalLM
 from ttt_nb.config import TTTConfig
+from ttt_nb.generate import GenerateWidget, StreamDecoder, StreamingSession, encode_prompt, load_for_generation, load_state, main, model_step
 from ttt_nb.model import TTTForCausalLM
-from ttt_nb.baselines import TransformerConfig, TransformerForCausalLM, SWAConfig, SWAForCausalLM
-from ttt_nb.generate import (StreamingSession, StreamDecoder, encode_prompt, load_for_generation, load_state,
-                             GenerateWidget, main, model_step)
 
 BIN = Path(sys.executable).parent
 TOK = D.ByteTokenizer()
@@ -266,8 +272,8 @@ def test_cli_one_line_errors(tmp_path, capsys):
         assert err.startswith('ttt-generate: error:') and want in err and '\n' not in err and 'Traceback' not in err, err
     if not torch.cuda.is_available(): one_line([str(tmp_path), '-p', 'hi', '--device', 'cuda'], 'sees no CUDA GPU')
     s = StreamingSession(m, TOK); s.generate('abc', max_new_tokens=2); s.save_state(tmp_path / 'mem.safetensors')
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
     with safe_open(str(tmp_path / 'mem.safetensors'), framework='pt') as f: meta = f.metadata()
     t = load_file(tmp_path / 'mem.safetensors'); t['session.last_logits'] = t['session.last_logits'][:7]
     save_file(t, tmp_path / 'mem.safetensors', metadata=meta)

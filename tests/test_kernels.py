@@ -5,14 +5,20 @@ On CPU the kernels run in Triton's interpreter. The interpreter is chosen when `
 nothing leaks into this process or into other test modules of the same pytest-xdist worker; each case is
 then one test here. On a GPU the same checks run in this process at real sizes (marked `gpu`).
 """
-import json, os, subprocess, sys, warnings
+import json
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
-import pytest, torch
+
+import pytest
+import torch
 
 HERE = Path(__file__).resolve().parent
 
-from _kernel_check import (CPU_CASES, GPU_CASES, TOL, GPU_TOL, SPLIT_CASES, SMEM_LIMIT, MODEL_TOL, kind_of, names,
-                           errors, split_errors, model_errors, COMPILE_CASES)
+from _kernel_check import COMPILE_CASES, CPU_CASES, GPU_CASES, GPU_TOL, MODEL_TOL, SMEM_LIMIT, SPLIT_CASES, TOL, errors, kind_of, model_errors, names, split_errors
+
 
 @pytest.fixture(scope='module')
 def children():
@@ -68,14 +74,14 @@ def test_interpreter_stays_in_the_child(interpreted):
     "The CPU grid ran in Triton's interpreter, and only in the child: the kernels imported here are compiled ones."
     assert set(interpreted['kernel_types'].values()) == {'InterpretedFunction'}, interpreted['kernel_types']
     if os.environ.get('TRITON_INTERPRET') == '1': pytest.skip('this pytest process itself was started in the interpreter')
-    from triton.runtime.jit import JITFunction
     from _kernel_check import KERNELS, triton_module
+    from triton.runtime.jit import JITFunction
     for kind, names_ in KERNELS.items():
         for n in names_: assert isinstance(getattr(triton_module(kind), n), JITFunction), (kind, n)
 
 def test_supports_and_fallback():
     "The dispatch runs the reference where the kernels do not reach (float64, head dim > 128)."
-    from ttt_nb.ops import ttt_linear_triton, ttt_mlp_triton, ttt_ref, dispatch
+    from ttt_nb.ops import dispatch, ttt_linear_triton, ttt_mlp_triton, ttt_ref
     args = ttt_ref.random_inputs('linear', B=1, H=1, T=3, d=4, b=4)  # float64
     for K in (ttt_linear_triton, ttt_mlp_triton):
         assert 'float64' in K.supports(args[0], args[4])

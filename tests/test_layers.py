@@ -1,6 +1,7 @@
 "The package's import graph: every module sits in a layer and imports only from layers below it (or its own), with no cycle."
 import ast
 from pathlib import Path
+
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / 'ttt_nb'
@@ -126,7 +127,8 @@ def test_the_checker_sees_edges(tmp_path, monkeypatch):
 
 def test_console_scripts_resolve():
     "Every console script in settings.ini names a function that exists, in the CLI layer or a module of the top layers."
-    import configparser, importlib
+    import configparser
+    import importlib
     cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(PKG.parent / 'settings.ini')
     scripts = [s.split('=', 1) for s in cfg['DEFAULT']['console_scripts'].split() if '=' in s]
     assert {n for n, _ in scripts} >= {'ttt-train', 'ttt-eval', 'ttt-generate', 'ttt-status', 'ttt-compare', 'ttt-sweep'}

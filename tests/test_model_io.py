@@ -1,8 +1,11 @@
 "Model I/O: save/load (safetensors), Auto classes, presets, state files, bad input, generate()."
 import re
-import pytest, torch
+
+import pytest
+import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-from ttt_nb.config import TTTConfig, PRESETS
+
+from ttt_nb.config import PRESETS, TTTConfig
 from ttt_nb.model import TTTForCausalLM, TTTModel
 from ttt_nb.state import TTTState
 

@@ -1,10 +1,13 @@
 "Parity with the official ttt-lm-pytorch outputs (tests/fixtures/official-ttt, produced by the official code in float64)."
 from pathlib import Path
-import pytest, torch
+
+import pytest
+import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from ttt_nb.model import TTTForCausalLM, load_official_state_dict
+
 from ttt_nb.config import TTTConfig
+from ttt_nb.model import TTTForCausalLM, load_official_state_dict
 
 FIX = Path(__file__).parent / 'fixtures' / 'official-ttt'
 NAMES = ['linear-transformer', 'mlp-transformer', 'linear-mamba', 'mlp-mamba']

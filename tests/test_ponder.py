@@ -1,16 +1,39 @@
 "Adaptive inner compute (ttt_nb.ponder, ttt_nb.ponder_study): K-step layer, causal gate, calibration, FLOPs, oracle, hybrid, papermill smoke run."
-import json, os, subprocess, sys
+import json
 from pathlib import Path
+
 import numpy as np
-import pytest, torch
+import pytest
+import torch
 import torch.nn.functional as F
+
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTForCausalLM
-from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, random_inputs, ln_fwd, _apply
-from ttt_nb.ponder import (KS, SIGNALS, ttt_ksteps, PonderLM, ponder_run, run_docs, Fixed, RandomK, Threshold, Controller,
-                           Replay, calibrate, quantile_thresholds, realized_mix, mean_k, oracle_run, inner_flops, model_flops,
-                           signal_flops, oracle_at_mean_k, oracle_docs)
-from ttt_nb.ponder_study import train_lm, evaluate_methods, method_table, paired_diffs, to_json
+from ttt_nb.ops.ttt_ref import _apply, ln_fwd, random_inputs, ttt_linear, ttt_mlp
+from ttt_nb.ponder import (
+    KS,
+    SIGNALS,
+    Controller,
+    Fixed,
+    PonderLM,
+    RandomK,
+    Replay,
+    Threshold,
+    calibrate,
+    inner_flops,
+    mean_k,
+    model_flops,
+    oracle_at_mean_k,
+    oracle_docs,
+    oracle_run,
+    ponder_run,
+    quantile_thresholds,
+    realized_mix,
+    run_docs,
+    signal_flops,
+    ttt_ksteps,
+)
+from ttt_nb.ponder_study import evaluate_methods, method_table, paired_diffs, to_json, train_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 MIX = {1: 0.3, 2: 0.4, 4: 0.3}

@@ -1,7 +1,9 @@
 "The PyTorch reference inner loop (ttt_nb.ops.ttt_ref): dual == primal, exact continuation, gradcheck, precision, errors."
-import pytest, torch
-from ttt_nb.ops.ttt_ref import ttt_linear, ttt_mlp, ttt_primal, random_inputs
+import pytest
+import torch
+
 from ttt_nb.ops import dispatch
+from ttt_nb.ops.ttt_ref import random_inputs, ttt_linear, ttt_mlp, ttt_primal
 
 OPS = {'linear': ttt_linear, 'mlp': ttt_mlp}
 # (B, T, H, d, b, offset): odd lengths, T < b, remainders, b = 1, starting inside a mini-batch

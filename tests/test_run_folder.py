@@ -1,12 +1,21 @@
 "Run folders (issue 12): data-only checkpoints, damaged checkpoints, the lock, the log on resume, config changes, exit codes."
-import errno, json, os, signal, subprocess, sys, time, warnings
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
-import pytest, torch
 
+import pytest
+import torch
 from _train_run import build
+
 import ttt_nb.cli as C
+from ttt_nb.checkpoint import checkpoint_problem, latest_checkpoint, list_checkpoints, load_pretrained, sha256_file
 from ttt_nb.train import TrainConfig
-from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints, checkpoint_problem, sha256_file, load_pretrained
 
 PY = sys.executable
 
@@ -274,6 +283,7 @@ def tiny_folder(tmp_path_factory):
 
 def _variant(src, dst, config=None, weights=None):
     import shutil
+
     from safetensors.torch import load_file, save_file
     shutil.copytree(src, dst)
     if config: (dst / 'config.json').write_text(json.dumps({**json.loads((src / 'config.json').read_text()), **config}))

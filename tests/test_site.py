@@ -1,6 +1,10 @@
 "tools/check_site.py: the real results site is whole; a missing figure, page or link makes the check fail."
-import json, shutil, subprocess, sys
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +174,9 @@ def test_figure_edges():
 def test_cut_figure_warns(site):
     "A real figure cropped through its y label is reported; --strict fails on it."
     pytest.importorskip('PIL')
-    import base64, io
+    import base64
+    import io
+
     from PIL import Image
     before = set(check_site.figure_warnings(site))
     nb = site / 'reports' / 'compare.ipynb'

@@ -1,7 +1,10 @@
 "Split-point equivalence: running a sequence in pieces through TTTState equals running it whole (float64, 1e-10)."
 import random
-import pytest, torch
+
+import pytest
+import torch
 import torch.nn.functional as F
+
 from ttt_nb.config import TTTConfig
 from ttt_nb.model import TTTForCausalLM
 

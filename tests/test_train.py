@@ -1,15 +1,22 @@
 "Trainer mechanics on a tiny stand-in recurrent LM: schedule, state passing, checkpoints, resume, faults, two processes."
-import json, os, sys, signal, random, subprocess
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
-import pytest, torch
+
 import numpy as np
+import pytest
+import torch
+from _train_run import build
+from _train_standin import StandinLM, StandinStream, standin_docs
 from safetensors.torch import load_file
 
-from _train_standin import StandinLM, StandinStream, standin_docs
-from _train_run import build
-from ttt_nb.train import TrainConfig, lr_at, milestone_steps, param_groups
 from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints
 from ttt_nb.cli import config_from_args
+from ttt_nb.train import TrainConfig, lr_at, milestone_steps, param_groups
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

@@ -1,6 +1,7 @@
 "Bad input to the trainer: clear errors that name the problem (empty corpus, W longer than every document, missing tokenizer)."
 import pytest
 from _train_standin import StandinLM
+
 from ttt_nb.train import TrainConfig, Trainer
 
 

@@ -1,11 +1,21 @@
 "The trainer with the real TTT model and data: initial weights learn, the state-passing switch, CLI, kill/resume, two processes, init_from."
-import json, os, sys, time, signal, random, subprocess, shutil
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-import pytest, torch, yaml
+
+import pytest
+import torch
+import yaml
 from safetensors.torch import load_file
 
-from ttt_nb.train import TrainConfig, Trainer
 from ttt_nb.checkpoint import latest_checkpoint, list_checkpoints
+from ttt_nb.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

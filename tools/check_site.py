@@ -15,7 +15,12 @@ i.e. an axis label, tick label or title cut off at the edge of the image (the dr
 
 Exit status 0 when the site is whole, 1 with one line per problem otherwise (warnings are printed either way).
 """
-import base64, glob, io, json, re, sys
+import base64
+import glob
+import io
+import json
+import re
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -146,7 +151,8 @@ def figure_edge_problems(raw: bytes) -> list:
     Ink is a pixel that differs from the median colour of the image's border by more than 100 of 255 grey levels;
     two such pixels on one edge count (one can be antialiasing). Needs Pillow (a matplotlib dependency); without it,
     nothing is checked."""
-    try: from PIL import Image
+    try:
+        from PIL import Image
     except ImportError: return []
     im = Image.open(io.BytesIO(raw))
     if im.mode in ('RGBA', 'LA', 'P'):

@@ -4,10 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #bc40bea9
 from __future__ import annotations
-import datetime, hashlib, json, os, platform, random
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
 from pathlib import Path
+
 import numpy as np
 import torch
+
 from . import __version__
 
 # %% auto #0
