@@ -44,7 +44,7 @@ lock:
 	@echo "$(LOCK) regenerated: run 'make test' before committing it"
 
 # The oldest and the newest transformers that settings.ini allows, each in its own environment (.venv-compat-*),
-# through the model and generation tests (notebooks 06 and 11, tests/test_generate.py).
+# through the model and generation tests (notebooks 07_model and 21_generate, tests/test_generate.py).
 test-compat:
 	bash tools/test_compat.sh
 

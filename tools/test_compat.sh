@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-compat`: the model and generation tests at both ends of the transformers range in settings.ini.
 # Each end gets its own environment (.venv-compat-oldest, .venv-compat-newest): requirements.lock first, then
-# transformers moved to that end (pip changes only what it must, never torch), then notebooks 06 and 11 and
+# transformers moved to that end (pip changes only what it must, never torch), then notebooks 07 (model) and 21 (generate) and
 # tests/test_generate.py. Prints one line per end and exits non-zero if either fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,8 @@ for end in oldest newest; do
   $env/bin/pip install -q --upgrade "$want" "$torch_pin" 2>&1 | grep -v "^WARNING: Location"
   got=$($env/bin/python -c "import transformers; print(transformers.__version__)")
   log=$env/compat.log
-  if IN_TEST=1 $env/bin/nbdev_test --n_workers 2 --path nbs/06_model.ipynb >"$log" 2>&1 \
-     && IN_TEST=1 $env/bin/nbdev_test --n_workers 2 --path nbs/11_generate.ipynb >>"$log" 2>&1 \
+  if IN_TEST=1 $env/bin/nbdev_test --n_workers 2 --path nbs/07_model.ipynb >"$log" 2>&1 \
+     && IN_TEST=1 $env/bin/nbdev_test --n_workers 2 --path nbs/21_generate.ipynb >>"$log" 2>&1 \
      && $env/bin/python -m pytest -q -p no:cacheprovider tests/test_generate.py >>"$log" 2>&1; then
     summary+=("transformers $got ($end allowed by '$range'): passed ($(grep -Eo '[0-9]+ passed[^=]*' "$log" | tail -1))")
   else
