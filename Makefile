@@ -2,6 +2,7 @@
 # Both create (or reuse) the virtual environment in $(VENV) and install the exact versions of requirements.lock,
 # transitive ones included (`make lock` regenerates it from settings.ini's ranges and lock.in's CPU torch pin).
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
