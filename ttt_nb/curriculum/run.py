@@ -156,7 +156,12 @@ class _Progress:
         self.prev_wall, self.prev_cpu = (old or {}).get('wall_s') or 0.0, (old or {}).get('cpu_s') or 0.0  # earlier sessions of this folder
         if old: self.d.update({k: old[k] for k in ('wall_s', 'cpu_s') if k in old})
     def __call__(self, **kw):
-        self.d.update(kw, updated=_now()); write_json_atomic(self.d, self.path)
+        self.d.update(kw, updated=_now())
+        label = self.d.get('phase')
+        if label == 'evaluating' and self.d.get('current') is not None: label = f"evaluating the checkpoint of step {self.d['current']}"
+        ph = self.d.setdefault('phases', [])   # every phase in order, so a display that polls misses none
+        if not ph or ph[-1][1] != label: ph.append([self.d['updated'], label])
+        write_json_atomic(self.d, self.path)
 
 def _last_eval(e:dict) -> dict:
     pr = {}

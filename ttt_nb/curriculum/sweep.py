@@ -67,11 +67,12 @@ def progress_state(run_dir) -> dict:
     if phase == 'evaluating' and st.get('evaluating') is not None and st['state'] == 'running':
         phase = f"evaluating the checkpoint of step {st['evaluating']}"
     return dict(state=st['state'], phase=phase, step=st.get('step') or 0, total_steps=st.get('total_steps'),
-                evaluated=len(ev), checkpoints=len(cks))
+                evaluated=len(ev), checkpoints=len(cks), phases=list((st.get('curriculum') or {}).get('phases') or []))
 
 class _Watch:
     "Two progress bars (training steps, checkpoint evaluations) and a line per phase, fed by the run folder while papermill executes the template."
-    def __init__(self, run_dir, every:float=0.5, enabled:bool=True): self.dir, self.every, self.enabled, self.phase = Path(run_dir), every, enabled, None
+    def __init__(self, run_dir, every:float=0.5, enabled:bool=True):
+        self.dir, self.every, self.enabled, self.phase, self.seen = Path(run_dir), every, enabled, None, 0
     def __enter__(self):
         if not self.enabled: return self
         fmt = '{desc:>10}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]'
@@ -85,7 +86,10 @@ class _Watch:
     def update(self):
         p = progress_state(self.dir)
         if p['state'] == 'missing': return
-        if p['phase'] != self.phase: self.phase = p['phase']; self.bars[0].write(f"[{_now()[11:19]}] {p['phase']}")
+        if p['phases']:                                   # the curriculum's phase history: print each phase once, none missed
+            for t, ph in p['phases'][self.seen:]: self.bars[0].write(f"[{t[11:19]}] {ph}")
+            self.seen = len(p['phases'])
+        elif p['phase'] != self.phase: self.phase = p['phase']; self.bars[0].write(f"[{_now()[11:19]}] {p['phase']}")
         for bar, n, tot in ((self.bars[0], p['step'], p['total_steps']), (self.bars[1], p['evaluated'], p['checkpoints'])):
             if tot: bar.total = tot
             bar.n = min(n, bar.total); bar.refresh()
