@@ -12,6 +12,115 @@ import triton.language as tl
 # %% auto #0
 __all__ = ['MAX_HEAD_DIM', 'MAX_MINI_BATCH', 'supports', 'ttt_linear']
 
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #ab6fb12b
+@triton.jit
+def _tiles(BT: tl.constexpr, BD: tl.constexpr, D: tl.constexpr):
+    rt = tl.arange(0, BT)
+    rd = tl.arange(0, BD)
+    md = rd < D
+    return rt, rd, md, md[:, None] & md[None, :], rd[:, None] * D + rd[None, :]
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #c00cc01d
+@triton.jit
+def _consts(LNW, LNB, TI, pid, H, rt, rd, md, D: tl.constexpr, MB: tl.constexpr):
+    h = pid % H
+    lnw = tl.load(LNW + h * D + rd, mask=md, other=0.).to(tl.float32)
+    lnb = tl.load(LNB + h * D + rd, mask=md, other=0.).to(tl.float32)
+    ti = tl.load(TI + rt, mask=rt < MB, other=0.)
+    ti_last = tl.load(TI + MB - 1)
+    causal = rt[:, None] >= rt[None, :]
+    return lnw, lnb, ti, ti_last, causal
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #f483b0cf
+@triton.jit
+def _mb_rows(XQ, XK, XV, LR, pid, c, T, offset, rt, rd, md, D: tl.constexpr, MB: tl.constexpr):
+    t = c * MB - offset + rt
+    mt = (rt < MB) & (t >= 0) & (t < T)
+    mtd = mt[:, None] & md[None, :]
+    ptd = pid * T * D + t[:, None] * D + rd[None, :]
+    xq = tl.load(XQ + ptd, mask=mtd, other=0.).to(tl.float32)
+    xk = tl.load(XK + ptd, mask=mtd, other=0.).to(tl.float32)
+    xv = tl.load(XV + ptd, mask=mtd, other=0.).to(tl.float32)
+    lr = tl.load(LR + pid * T + t, mask=mt, other=0.).to(tl.float32)
+    return t, mt, mtd, ptd, xq, xk, xv, lr
+
+@triton.jit
+def _extra_rows(EXTRA, pid, t, rd, mtd, T0, D: tl.constexpr):
+    mex = mtd & (t[:, None] < T0)
+    pex = pid * T0 * D + t[:, None] * D + rd[None, :]
+    return tl.load(EXTRA + pex, mask=mex, other=0.), pex, mex
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #6fed9e51
+@triton.jit
+def _load_state(PW, PB, pdd, mdd, rd, md):
+    return tl.load(PW + pdd, mask=mdd, other=0.), tl.load(PB + rd, mask=md, other=0.)
+
+@triton.jit
+def _store_state(PW, PB, w, b, pdd, mdd, rd, md):
+    tl.store(PW + pdd, w, mask=mdd)
+    tl.store(PB + rd, b, mask=md)
+
+@triton.jit
+def _store_sums(DTI, DLNW, DLNB, pid, dti, dlnw, dlnb, rt, rd, BT: tl.constexpr, BD: tl.constexpr):
+    tl.store(DTI + pid * BT + rt, dti)
+    tl.store(DLNW + pid * BD + rd, dlnw)
+    tl.store(DLNB + pid * BD + rd, dlnb)
+
+@triton.jit
+def _store_dx(DXQ, DXK, DXV, ptd, mtd, dxq, dxk, dxv):
+    tl.store(DXQ + ptd, dxq.to(DXQ.dtype.element_ty), mask=mtd)
+    tl.store(DXK + ptd, dxk.to(DXK.dtype.element_ty), mask=mtd)
+    tl.store(DXV + ptd, dxv.to(DXV.dtype.element_ty), mask=mtd)
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #56e161b5
+@triton.jit
+def _ln_rows(z, md, D: tl.constexpr, EPS: tl.constexpr):
+    mu = tl.sum(z, 1) / D
+    zc = tl.where(md[None, :], z - mu[:, None], 0.)
+    rstd = 1. / tl.sqrt(tl.sum(zc * zc, 1) / D + EPS)
+    return zc * rstd[:, None], rstd
+
+@triton.jit
+def _ln_bwd(do, xh, rstd, lnw, dlnw, dlnb, md, D: tl.constexpr):
+    dlnw += tl.sum(do * xh, 0)
+    dlnb += tl.sum(do, 0)
+    dxh = do * lnw[None, :]
+    dz = (dxh - tl.sum(dxh, 1)[:, None] / D - xh * (tl.sum(dxh * xh, 1) / D)[:, None]) * rstd[:, None]
+    return tl.where(md[None, :], dz, 0.), dlnw, dlnb
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #9bf8184b
+@triton.jit
+def _ln_l2_grad(z, xv, xk, lnw, lnb, md, D: tl.constexpr, EPS: tl.constexpr):
+    xh, rstd = _ln_rows(z, md, D, EPS)
+    go = lnw[None, :] * xh + lnb[None, :] - (xv - xk)
+    gxh = go * lnw[None, :]
+    mgxh = tl.sum(gxh * xh, 1) / D
+    g = (gxh - tl.sum(gxh, 1)[:, None] / D - xh * mgxh[:, None]) * rstd[:, None]
+    g = tl.where(md[None, :], g, 0.)
+    return g, xh, rstd, go, gxh, mgxh
+
+@triton.jit
+def _ln_l2_bwd(dg, g, xh, rstd, go, gxh, mgxh, lnw, dlnw, dlnb, md, D: tl.constexpr):
+    u = dg * rstd[:, None]
+    mu_u = tl.sum(u, 1) / D
+    muxh = tl.sum(u * xh, 1) / D
+    dgxh = tl.where(md[None, :], u - mu_u[:, None] - xh * muxh[:, None], 0.)
+    dxh = -mgxh[:, None] * u - muxh[:, None] * gxh
+    dgo = dgxh * lnw[None, :]
+    dlnw += tl.sum(dgxh * go + dgo * xh, 0)
+    dlnb += tl.sum(dgo, 0)
+    dxh += dgo * lnw[None, :]
+    kk = (tl.sum(dg * g, 1) + tl.sum(dxh * xh, 1)) / D
+    dxc = rstd[:, None] * dxh - (rstd * kk)[:, None] * xh
+    dz = tl.where(md[None, :], dxc - (tl.sum(dxc, 1) / D)[:, None], 0.)
+    return dz, dgo, dlnw, dlnb
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #14d3209c
+@triton.jit
+def _dual_p(xq, xk, lr, causal, PREC: tl.constexpr):
+    a = tl.dot(xq, tl.trans(xk), input_precision=PREC)
+    return a, tl.where(causal, (a + 1.) * lr[None, :], 0.)
+
 # %% ../../nbs/03_ops.ttt_linear_triton.ipynb #88ecb97f
 @triton.jit
 def _linear_fwd_kernel(
@@ -22,52 +131,25 @@ def _linear_fwd_kernel(
     D: tl.constexpr, BD: tl.constexpr, MB: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, SAVE: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    h = pid % H
-    rt = tl.arange(0, BT)
-    rd = tl.arange(0, BD)
-    md = rd < D
-    mdd = md[:, None] & md[None, :]
-    pdd = rd[:, None] * D + rd[None, :]
-    w = tl.load(W0 + pid * D * D + pdd, mask=mdd, other=0.)
-    bb = tl.load(B0 + pid * D + rd, mask=md, other=0.)
-    lnw = tl.load(LNW + h * D + rd, mask=md, other=0.).to(tl.float32)
-    lnb = tl.load(LNB + h * D + rd, mask=md, other=0.).to(tl.float32)
-    ti = tl.load(TI + rt, mask=rt < MB, other=0.)
-    ti_last = tl.load(TI + MB - 1)
-    causal = rt[:, None] >= rt[None, :]
+    rt, rd, md, mdd, pdd = _tiles(BT, BD, D)
+    w, bb = _load_state(W0 + pid * D * D, B0 + pid * D, pdd, mdd, rd, md)
+    lnw, lnb, ti, ti_last, causal = _consts(LNW, LNB, TI, pid, H, rt, rd, md, D, MB)
     for c in range(NC):
         if SAVE:
-            tl.store(WC + (pid * NC + c) * D * D + pdd, w, mask=mdd)
-            tl.store(BC + (pid * NC + c) * D + rd, bb, mask=md)
-        t = c * MB - offset + rt
-        mt = (rt < MB) & (t >= 0) & (t < T)
-        mtd = mt[:, None] & md[None, :]
-        ptd = pid * T * D + t[:, None] * D + rd[None, :]
-        xq = tl.load(XQ + ptd, mask=mtd, other=0.).to(tl.float32)
-        xk = tl.load(XK + ptd, mask=mtd, other=0.).to(tl.float32)
-        xv = tl.load(XV + ptd, mask=mtd, other=0.).to(tl.float32)
-        lr = tl.load(LR + pid * T + t, mask=mt, other=0.).to(tl.float32)
+            _store_state(WC + (pid * NC + c) * D * D, BC + (pid * NC + c) * D, w, bb, pdd, mdd, rd, md)
+        t, mt, mtd, ptd, xq, xk, xv, lr = _mb_rows(XQ, XK, XV, LR, pid, c, T, offset, rt, rd, md, D, MB)
         # inner loss gradient at the mini-batch's initial weights
         z = tl.dot(xk, w, input_precision=PREC) + bb[None, :]
-        mu = tl.sum(z, 1) / D
-        zc = tl.where(md[None, :], z - mu[:, None], 0.)
-        rstd = 1. / tl.sqrt(tl.sum(zc * zc, 1) / D + EPS)
-        xh = zc * rstd[:, None]
-        gxh = (lnw[None, :] * xh + lnb[None, :] - (xv - xk)) * lnw[None, :]
-        g = (gxh - tl.sum(gxh, 1)[:, None] / D - xh * (tl.sum(gxh * xh, 1) / D)[:, None]) * rstd[:, None]
-        g = tl.where(md[None, :], g, 0.)
+        g, xh, rstd, go, gxh, mgxh = _ln_l2_grad(z, xv, xk, lnw, lnb, md, D, EPS)
         lg = g * lr[:, None]
         # dual form
-        a = tl.dot(xq, tl.trans(xk), input_precision=PREC)
-        p = tl.where(causal, (a + 1.) * lr[None, :], 0.)
+        a, p = _dual_p(xq, xk, lr, causal, PREC)
         zb = tl.dot(xq, w, input_precision=PREC) + bb[None, :] - ti[:, None] * tl.dot(p, g, input_precision=PREC)
         if HAS_G:
-            ex = tl.load(EXTRA + pid * T0 * D + t[:, None] * D + rd[None, :], mask=mtd & (t[:, None] < T0), other=0.)
+            ex, pex, mex = _extra_rows(EXTRA, pid, t, rd, mtd, T0, D)
             zb = zb - ti[:, None] * ex
-        mu2 = tl.sum(zb, 1) / D
-        zc2 = tl.where(md[None, :], zb - mu2[:, None], 0.)
-        rstd2 = 1. / tl.sqrt(tl.sum(zc2 * zc2, 1) / D + EPS)
-        o = xq + lnw[None, :] * (zc2 * rstd2[:, None]) + lnb[None, :]
+        xhb, rstd2 = _ln_rows(zb, md, D, EPS)
+        o = xq + lnw[None, :] * xhb + lnb[None, :]
         tl.store(OUT + ptd, o.to(OUT.dtype.element_ty), mask=mtd)
         # the mini-batch's update
         sw = tl.dot(tl.trans(xk), lg, input_precision=PREC)
@@ -79,10 +161,42 @@ def _linear_fwd_kernel(
             w = w - ti_last * sw
             bb = bb - ti_last * sb
         else:  # only the last mini-batch can be partial: its accumulated gradient is part of the state
-            tl.store(GN + pid * D * D + pdd, sw, mask=mdd)
-            tl.store(GBN + pid * D + rd, sb, mask=md)
-    tl.store(WN + pid * D * D + pdd, w, mask=mdd)
-    tl.store(BN + pid * D + rd, bb, mask=md)
+            _store_state(GN + pid * D * D, GBN + pid * D, sw, sb, pdd, mdd, rd, md)
+    _store_state(WN + pid * D * D, BN + pid * D, w, bb, pdd, mdd, rd, md)
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #86a78bb1
+@triton.jit
+def _linear_update_bwd(xk, dw, dbb, lg, dti, G0, GB0, DGN, DGBN, pid, c, closes, ti_last, rt, rd, md, pdd, mdd,
+                       D: tl.constexpr, MB: tl.constexpr, HAS_G: tl.constexpr, PREC: tl.constexpr):
+    xkdw = tl.dot(xk, dw, input_precision=PREC)
+    if closes:
+        ds = -ti_last * dw
+        dsb = -ti_last * dbb
+        xkds = -ti_last * xkdw
+        st = tl.sum(tl.sum(lg * xkdw, 1), 0) + tl.sum(tl.sum(lg, 0) * dbb, 0)
+        if HAS_G:
+            g0 = tl.load(G0 + pid * D * D + pdd, mask=mdd & (c == 0), other=0.)
+            gb0 = tl.load(GB0 + pid * D + rd, mask=md & (c == 0), other=0.)
+            st += tl.sum(tl.sum(g0 * dw, 1), 0) + tl.sum(gb0 * dbb, 0)
+        dti += tl.where(rt == MB - 1, -st, 0.)
+    else:
+        ds, dsb = _load_state(DGN + pid * D * D, DGBN + pid * D, pdd, mdd, rd, md)
+        xkds = tl.dot(xk, ds, input_precision=PREC)
+    return ds, dsb, xkds, dti
+
+# %% ../../nbs/03_ops.ttt_linear_triton.ipynb #603bdd70
+@triton.jit
+def _linear_dual_bwd(do, dzb, pg, a, p, g, lr, ti, xq, xk, w, causal, dti, dlr, dg, dxk, PREC: tl.constexpr):
+    e = ti[:, None] * dzb
+    dti += -tl.sum(dzb * pg, 1)
+    dp = -tl.dot(e, tl.trans(g), input_precision=PREC)
+    dp = tl.where(causal, dp, 0.)
+    dlr += tl.sum(dp * (a + 1.), 0)
+    dpl = dp * lr[None, :]
+    dg += -tl.dot(tl.trans(p), e, input_precision=PREC)
+    dxq = do + tl.dot(dzb, tl.trans(w), input_precision=PREC) + tl.dot(dpl, xk, input_precision=PREC)
+    dxk += tl.dot(tl.trans(dpl), xq, input_precision=PREC)
+    return e, dti, dlr, dg, dxq, dxk
 
 # %% ../../nbs/03_ops.ttt_linear_triton.ipynb #0761f8a6
 @triton.jit
@@ -94,130 +208,53 @@ def _linear_bwd_kernel(
     D: tl.constexpr, BD: tl.constexpr, MB: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    h = pid % H
-    rt = tl.arange(0, BT)
-    rd = tl.arange(0, BD)
-    md = rd < D
-    mdd = md[:, None] & md[None, :]
-    pdd = rd[:, None] * D + rd[None, :]
-    lnw = tl.load(LNW + h * D + rd, mask=md, other=0.).to(tl.float32)
-    lnb = tl.load(LNB + h * D + rd, mask=md, other=0.).to(tl.float32)
-    ti = tl.load(TI + rt, mask=rt < MB, other=0.)
-    ti_last = tl.load(TI + MB - 1)
-    causal = rt[:, None] >= rt[None, :]
-    dw = tl.load(DWN + pid * D * D + pdd, mask=mdd, other=0.)  # adjoint of the weights after the mini-batch
-    dbb = tl.load(DBN + pid * D + rd, mask=md, other=0.)
+    rt, rd, md, mdd, pdd = _tiles(BT, BD, D)
+    lnw, lnb, ti, ti_last, causal = _consts(LNW, LNB, TI, pid, H, rt, rd, md, D, MB)
+    dw, dbb = _load_state(DWN + pid * D * D, DBN + pid * D, pdd, mdd, rd, md)  # adjoint of the weights after the mini-batch
     dti = tl.zeros([BT], dtype=tl.float32)
     dlnw = tl.zeros([BD], dtype=tl.float32)
     dlnb = tl.zeros([BD], dtype=tl.float32)
     for cc in range(NC):
         c = NC - 1 - cc
-        w = tl.load(WC + (pid * NC + c) * D * D + pdd, mask=mdd, other=0.)
-        bb = tl.load(BC + (pid * NC + c) * D + rd, mask=md, other=0.)
-        t = c * MB - offset + rt
-        mt = (rt < MB) & (t >= 0) & (t < T)
-        mtd = mt[:, None] & md[None, :]
-        ptd = pid * T * D + t[:, None] * D + rd[None, :]
-        xq = tl.load(XQ + ptd, mask=mtd, other=0.).to(tl.float32)
-        xk = tl.load(XK + ptd, mask=mtd, other=0.).to(tl.float32)
-        xv = tl.load(XV + ptd, mask=mtd, other=0.).to(tl.float32)
+        w, bb = _load_state(WC + (pid * NC + c) * D * D, BC + (pid * NC + c) * D, pdd, mdd, rd, md)
+        t, mt, mtd, ptd, xq, xk, xv, lr = _mb_rows(XQ, XK, XV, LR, pid, c, T, offset, rt, rd, md, D, MB)
         do = tl.load(DOUT + ptd, mask=mtd, other=0.).to(tl.float32)
-        lr = tl.load(LR + pid * T + t, mask=mt, other=0.).to(tl.float32)
         # recompute the forward of this mini-batch
         z = tl.dot(xk, w, input_precision=PREC) + bb[None, :]
-        mu = tl.sum(z, 1) / D
-        zc = tl.where(md[None, :], z - mu[:, None], 0.)
-        rstd = 1. / tl.sqrt(tl.sum(zc * zc, 1) / D + EPS)
-        xh = zc * rstd[:, None]
-        go = lnw[None, :] * xh + lnb[None, :] - (xv - xk)
-        gxh = go * lnw[None, :]
-        mgxh = tl.sum(gxh * xh, 1) / D
-        g = (gxh - tl.sum(gxh, 1)[:, None] / D - xh * mgxh[:, None]) * rstd[:, None]
-        g = tl.where(md[None, :], g, 0.)
+        g, xh, rstd, go, gxh, mgxh = _ln_l2_grad(z, xv, xk, lnw, lnb, md, D, EPS)
         lg = g * lr[:, None]
-        a = tl.dot(xq, tl.trans(xk), input_precision=PREC)
-        p = tl.where(causal, (a + 1.) * lr[None, :], 0.)
+        a, p = _dual_p(xq, xk, lr, causal, PREC)
         pg = tl.dot(p, g, input_precision=PREC)
         zb = tl.dot(xq, w, input_precision=PREC) + bb[None, :] - ti[:, None] * pg
         if HAS_G:
-            mex = mtd & (t[:, None] < T0)
-            pex = pid * T0 * D + t[:, None] * D + rd[None, :]
-            ex = tl.load(EXTRA + pex, mask=mex, other=0.)
+            ex, pex, mex = _extra_rows(EXTRA, pid, t, rd, mtd, T0, D)
             zb = zb - ti[:, None] * ex
             pg = pg + ex
-        mu2 = tl.sum(zb, 1) / D
-        zc2 = tl.where(md[None, :], zb - mu2[:, None], 0.)
-        rstd2 = 1. / tl.sqrt(tl.sum(zc2 * zc2, 1) / D + EPS)
-        xhb = zc2 * rstd2[:, None]
+        xhb, rstd2 = _ln_rows(zb, md, D, EPS)
         # the update: W_after = W - s_last * S (complete) or the state (W, S) itself (last, partial)
-        xkdw = tl.dot(xk, dw, input_precision=PREC)
-        if (c + 1) * MB - offset <= T:
-            ds = -ti_last * dw
-            dsb = -ti_last * dbb
-            xkds = -ti_last * xkdw
-            st = tl.sum(tl.sum(lg * xkdw, 1), 0) + tl.sum(tl.sum(lg, 0) * dbb, 0)
-            if HAS_G:
-                g0 = tl.load(G0 + pid * D * D + pdd, mask=mdd & (c == 0), other=0.)
-                gb0 = tl.load(GB0 + pid * D + rd, mask=md & (c == 0), other=0.)
-                st += tl.sum(tl.sum(g0 * dw, 1), 0) + tl.sum(gb0 * dbb, 0)
-            dti += tl.where(rt == MB - 1, -st, 0.)
-        else:
-            ds = tl.load(DGN + pid * D * D + pdd, mask=mdd, other=0.)
-            dsb = tl.load(DGBN + pid * D + rd, mask=md, other=0.)
-            xkds = tl.dot(xk, ds, input_precision=PREC)
+        ds, dsb, xkds, dti = _linear_update_bwd(xk, dw, dbb, lg, dti, G0, GB0, DGN, DGBN, pid, c, (c + 1) * MB - offset <= T,
+                                                ti_last, rt, rd, md, pdd, mdd, D, MB, HAS_G, PREC)
         if HAS_G:
-            tl.store(DG0 + pid * D * D + pdd, ds, mask=mdd & (c == 0))
-            tl.store(DGB0 + pid * D + rd, dsb, mask=md & (c == 0))
+            _store_state(DG0 + pid * D * D, DGB0 + pid * D, ds, dsb, pdd, mdd & (c == 0), rd, md & (c == 0))
         dlg = xkds + dsb[None, :]
-        dxk = tl.dot(lg, tl.trans(ds), input_precision=PREC)
         dlr = tl.sum(g * dlg, 1)
-        dg = dlg * lr[:, None]
-        # output LayerNorm
-        dlnw += tl.sum(do * xhb, 0)
-        dlnb += tl.sum(do, 0)
-        dxhb = do * lnw[None, :]
-        dzb = (dxhb - tl.sum(dxhb, 1)[:, None] / D - xhb * (tl.sum(dxhb * xhb, 1) / D)[:, None]) * rstd2[:, None]
-        dzb = tl.where(md[None, :], dzb, 0.)
-        # the dual form
-        e = ti[:, None] * dzb
-        dti += -tl.sum(dzb * pg, 1)
-        dp = -tl.dot(e, tl.trans(g), input_precision=PREC)
-        dp = tl.where(causal, dp, 0.)
-        dlr += tl.sum(dp * (a + 1.), 0)
-        dpl = dp * lr[None, :]
-        dg += -tl.dot(tl.trans(p), e, input_precision=PREC)
-        dxq = do + tl.dot(dzb, tl.trans(w), input_precision=PREC) + tl.dot(dpl, xk, input_precision=PREC)
-        dxk += tl.dot(tl.trans(dpl), xq, input_precision=PREC)
+        # output LayerNorm, then the dual form
+        dzb, dlnw, dlnb = _ln_bwd(do, xhb, rstd2, lnw, dlnw, dlnb, md, D)
+        e, dti, dlr, dg, dxq, dxk = _linear_dual_bwd(do, dzb, pg, a, p, g, lr, ti, xq, xk, w, causal, dti, dlr,
+                                                     dlg * lr[:, None], tl.dot(lg, tl.trans(ds), input_precision=PREC), PREC)
         if HAS_G:
             tl.store(DEXTRA + pex, -e, mask=mex)
         # the inner loss gradient (LayerNorm fused with L2) backward
-        u = dg * rstd[:, None]
-        mu_u = tl.sum(u, 1) / D
-        muxh = tl.sum(u * xh, 1) / D
-        dgxh = tl.where(md[None, :], u - mu_u[:, None] - xh * muxh[:, None], 0.)
-        dxh = -mgxh[:, None] * u - muxh[:, None] * gxh
-        dgo = dgxh * lnw[None, :]
-        dlnw += tl.sum(dgxh * go + dgo * xh, 0)
-        dlnb += tl.sum(dgo, 0)
-        dxh += dgo * lnw[None, :]
-        dxv = -dgo
+        dz, dgo, dlnw, dlnb = _ln_l2_bwd(dg, g, xh, rstd, go, gxh, mgxh, lnw, dlnw, dlnb, md, D)
         dxk += dgo
-        kk = (tl.sum(dg * g, 1) + tl.sum(dxh * xh, 1)) / D
-        dxc = rstd[:, None] * dxh - (rstd * kk)[:, None] * xh
-        dz = tl.where(md[None, :], dxc - (tl.sum(dxc, 1) / D)[:, None], 0.)
         dxk += tl.dot(dz, tl.trans(w), input_precision=PREC)
-        tl.store(DXQ + ptd, dxq.to(DXQ.dtype.element_ty), mask=mtd)
-        tl.store(DXK + ptd, dxk.to(DXK.dtype.element_ty), mask=mtd)
-        tl.store(DXV + ptd, dxv.to(DXV.dtype.element_ty), mask=mtd)
+        _store_dx(DXQ, DXK, DXV, ptd, mtd, dxq, dxk, -dgo)
         tl.store(DLR + pid * T + t, dlr, mask=mt)
         # adjoint of the weights at the mini-batch's start
         dw += tl.dot(tl.trans(xq), dzb, input_precision=PREC) + tl.dot(tl.trans(xk), dz, input_precision=PREC)
         dbb += tl.sum(dzb, 0) + tl.sum(dz, 0)
-    tl.store(DW0 + pid * D * D + pdd, dw, mask=mdd)
-    tl.store(DB0 + pid * D + rd, dbb, mask=md)
-    tl.store(DTI + pid * BT + rt, dti)
-    tl.store(DLNW + pid * BD + rd, dlnw)
-    tl.store(DLNB + pid * BD + rd, dlnb)
+    _store_state(DW0 + pid * D * D, DB0 + pid * D, dw, dbb, pdd, mdd, rd, md)
+    _store_sums(DTI, DLNW, DLNB, pid, dti, dlnw, dlnb, rt, rd, BT, BD)
 
 # %% ../../nbs/03_ops.ttt_linear_triton.ipynb #82c163d5
 def _blocks(D:int, MB:int): return max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(MB))

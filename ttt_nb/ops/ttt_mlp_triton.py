@@ -9,10 +9,117 @@ import torch
 import triton
 import triton.language as tl
 
-from .ttt_linear_triton import _STAGES, _blocks, _n_mb, _prec, _warps, supports
+from .ttt_linear_triton import _STAGES, _blocks, _consts, _dual_p, _ln_bwd, _ln_l2_bwd, _ln_l2_grad, _ln_rows, _mb_rows, _n_mb, _prec, _store_dx, _store_sums, _tiles, _warps, supports
 
 # %% auto #0
 __all__ = ['ttt_mlp']
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #288cdf48
+@triton.jit
+def _gelu_tanh(z):
+    return 2. * tl.sigmoid(2. * 0.7978845608028654 * (z + 0.044715 * z * z * z)) - 1.
+
+@triton.jit
+def _gelu(z):
+    return 0.5 * z * (1. + _gelu_tanh(z))
+
+@triton.jit
+def _gelu_bwd(z, th):
+    return 0.5 * (1. + th) + 0.5 * z * (1. - th * th) * 0.7978845608028654 * (1. + 3. * 0.044715 * z * z)
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #afc0f909
+@triton.jit
+def _gelu_grad(z):
+    tg = 2. * tl.sigmoid(2. * 0.79788456 * z * (1. + 0.044715 * z * z)) - 1.  # the official derivative's constant
+    return 0.5 * z * ((1. - tg * tg) * (0.79788456 + 3. * 0.044715 * 0.79788456 * z * z)) + 0.5 * (1. + tg)
+
+@triton.jit
+def _gelu_grad2(z):
+    tg = 2. * tl.sigmoid(2. * 0.79788456 * z * (1. + 0.044715 * z * z)) - 1.
+    up = 0.79788456 * (1. + 3. * 0.044715 * z * z)
+    gam = 0.5 * z * (1. - tg * tg) * up + 0.5 * (1. + tg)
+    dgam = (1. - tg * tg) * (up - z * tg * up * up + 3. * 0.79788456 * 0.044715 * z * z)
+    return gam, dgam
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #bc841c5d
+@triton.jit
+def _f_block(f0, rd, md, D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr):
+    rf = f0 + tl.arange(0, BF)
+    mf = rf < F
+    return rf, mf, md[:, None] & mf[None, :], mf[:, None] & md[None, :], rd[:, None] * F + rf[None, :], rf[:, None] * D + rd[None, :]
+
+@triton.jit
+def _load_w_block(PW1, PB1, PW2, rf, mf, mdf, mfd, o_df, o_fd):
+    w1 = tl.load(PW1 + o_df, mask=mdf, other=0.)
+    b1 = tl.load(PB1 + rf, mask=mf, other=0.)
+    w2 = tl.load(PW2 + o_fd, mask=mfd, other=0.)
+    return w1, b1, w2
+
+@triton.jit
+def _store_w_block(PW1, PB1, PW2, w1, b1, w2, rf, mf, mdf, mfd, o_df, o_fd):
+    tl.store(PW1 + o_df, w1, mask=mdf)
+    tl.store(PB1 + rf, b1, mask=mf)
+    tl.store(PW2 + o_fd, w2, mask=mfd)
+
+@triton.jit
+def _scratch(pid, rt, rf, mf, F: tl.constexpr, BT: tl.constexpr):
+    return pid * BT * F + rt[:, None] * F + rf[None, :], (rt[:, None] < BT) & mf[None, :]
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #442008cc
+@triton.jit
+def _mlp_hidden(x, w1, b1, PREC: tl.constexpr):
+    z1 = tl.dot(x, w1, input_precision=PREC) + b1[None, :]
+    return z1, _gelu(z1)
+
+@triton.jit
+def _mlp_z2(xk, PW1, PB1, PW2, SW1, SB1, SW2, rd, md, D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+            BT: tl.constexpr, BD: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr):
+    z2 = tl.zeros([BT, BD], dtype=tl.float32)
+    for f0 in range(0, F, BF):
+        rf, mf, mdf, mfd, o_df, o_fd = _f_block(f0, rd, md, D, F, BF)
+        w1, b1, w2 = _load_w_block(PW1, PB1, PW2, rf, mf, mdf, mfd, o_df, o_fd)
+        z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
+        z2 += tl.dot(x2, w2, input_precision=PREC)
+        if SAVE:
+            _store_w_block(SW1, SB1, SW2, w1, b1, w2, rf, mf, mdf, mfd, o_df, o_fd)
+    return z2
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #c047f193
+@triton.jit
+def _mlp_fwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, W1, B1, W2, G1, GB1, G2, GN1, GNB1, GN2, pid, rd, md,
+                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                   HAS_G: tl.constexpr, PREC: tl.constexpr):
+    a2 = tl.zeros([BT, BT], dtype=tl.float32)
+    z2q = tl.zeros([BT, BD], dtype=tl.float32)
+    for f0 in range(0, F, BF):
+        rf, mf, mdf, mfd, o_df, o_fd = _f_block(f0, rd, md, D, F, BF)
+        w1, b1, w2 = _load_w_block(W1 + pid * D * F, B1 + pid * F, W2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+        z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
+        g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * _gelu_grad(z1)
+        z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
+        lg1 = g1 * lr[:, None]
+        s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
+        sb1 = tl.sum(lg1, 0)
+        s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
+        if HAS_G:
+            if first:
+                g1p, gb1p, g2p = _load_w_block(G1 + pid * D * F, GB1 + pid * F, G2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+                z1q -= ti[:, None] * (tl.dot(xq, g1p, input_precision=PREC) + gb1p[None, :])
+                s1 += g1p
+                sb1 += gb1p
+                s2 += g2p
+        x2q = _gelu(z1q)
+        a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
+        z2q += tl.dot(x2q, w2, input_precision=PREC)
+        if HAS_G:
+            if first:
+                z2q -= ti[:, None] * tl.dot(x2q, tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.), input_precision=PREC)
+        if closes:
+            _store_w_block(W1 + pid * D * F, B1 + pid * F, W2 + pid * F * D, w1 - ti_last * s1, b1 - ti_last * sb1,
+                           w2 - ti_last * s2, rf, mf, mdf, mfd, o_df, o_fd)
+        else:
+            _store_w_block(GN1 + pid * D * F, GNB1 + pid * F, GN2 + pid * F * D, s1, sb1, s2, rf, mf, mdf, mfd, o_df, o_fd)
+    return a2, z2q
 
 # %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #3c0b03c6
 @triton.jit
@@ -26,103 +133,27 @@ def _mlp_fwd_kernel(
     D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr, BF: tl.constexpr, MB: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, SAVE: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    h = pid % H
-    rt = tl.arange(0, BT)
-    rd = tl.arange(0, BD)
-    md = rd < D
-    lnw = tl.load(LNW + h * D + rd, mask=md, other=0.).to(tl.float32)
-    lnb = tl.load(LNB + h * D + rd, mask=md, other=0.).to(tl.float32)
-    ti = tl.load(TI + rt, mask=rt < MB, other=0.)
-    ti_last = tl.load(TI + MB - 1)
-    causal = rt[:, None] >= rt[None, :]
+    rt, rd, md, mdd, pdd = _tiles(BT, BD, D)
+    lnw, lnb, ti, ti_last, causal = _consts(LNW, LNB, TI, pid, H, rt, rd, md, D, MB)
     b2 = tl.load(B2 + pid * D + rd, mask=md, other=0.)
     for c in range(NC):
-        t = c * MB - offset + rt
-        mt = (rt < MB) & (t >= 0) & (t < T)
-        mtd = mt[:, None] & md[None, :]
-        ptd = pid * T * D + t[:, None] * D + rd[None, :]
-        xq = tl.load(XQ + ptd, mask=mtd, other=0.).to(tl.float32)
-        xk = tl.load(XK + ptd, mask=mtd, other=0.).to(tl.float32)
-        xv = tl.load(XV + ptd, mask=mtd, other=0.).to(tl.float32)
-        lr = tl.load(LR + pid * T + t, mask=mt, other=0.).to(tl.float32)
+        t, mt, mtd, ptd, xq, xk, xv, lr = _mb_rows(XQ, XK, XV, LR, pid, c, T, offset, rt, rd, md, D, MB)
         first = c == 0
         closes = (c + 1) * MB - offset <= T
         # pass 1: Z2 = gelu(X_k W1 + b1) W2 + b2 at the mini-batch's initial weights
-        z2 = tl.zeros([BT, BD], dtype=tl.float32)
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            w1 = tl.load(W1 + pid * D * F + rd[:, None] * F + rf[None, :], mask=md[:, None] & mf[None, :], other=0.)
-            b1 = tl.load(B1 + pid * F + rf, mask=mf, other=0.)
-            w2 = tl.load(W2 + pid * F * D + rf[:, None] * D + rd[None, :], mask=mf[:, None] & md[None, :], other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            x2 = 0.5 * z1 * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.))
-            z2 += tl.dot(x2, w2, input_precision=PREC)
-            if SAVE:
-                tl.store(WC1 + (pid * NC + c) * D * F + rd[:, None] * F + rf[None, :], w1, mask=md[:, None] & mf[None, :])
-                tl.store(BC1 + (pid * NC + c) * F + rf, b1, mask=mf)
-                tl.store(WC2 + (pid * NC + c) * F * D + rf[:, None] * D + rd[None, :], w2, mask=mf[:, None] & md[None, :])
+        z2 = _mlp_z2(xk, W1 + pid * D * F, B1 + pid * F, W2 + pid * F * D, WC1 + (pid * NC + c) * D * F,
+                     BC1 + (pid * NC + c) * F, WC2 + (pid * NC + c) * F * D, rd, md, D, F, BF, BT, BD, SAVE, PREC)
         if SAVE:
             tl.store(BC2 + (pid * NC + c) * D + rd, b2, mask=md)
         z2 += b2[None, :]
         tl.debug_barrier()  # every block of this mini-batch's weights was read before pass 2 overwrites them
         # the inner loss gradient wrt Z2 (LayerNorm fused with L2)
-        mu = tl.sum(z2, 1) / D
-        zc = tl.where(md[None, :], z2 - mu[:, None], 0.)
-        rstd = 1. / tl.sqrt(tl.sum(zc * zc, 1) / D + EPS)
-        xh = zc * rstd[:, None]
-        gxh = (lnw[None, :] * xh + lnb[None, :] - (xv - xk)) * lnw[None, :]
-        g2 = (gxh - tl.sum(gxh, 1)[:, None] / D - xh * (tl.sum(gxh * xh, 1) / D)[:, None]) * rstd[:, None]
-        g2 = tl.where(md[None, :], g2, 0.)
+        g2, xh, rstd, go, gxh, mgxh = _ln_l2_grad(z2, xv, xk, lnw, lnb, md, D, EPS)
         lg2 = g2 * lr[:, None]
-        a1 = tl.dot(xq, tl.trans(xk), input_precision=PREC)
-        p1 = tl.where(causal, (a1 + 1.) * lr[None, :], 0.)
+        a1, p1 = _dual_p(xq, xk, lr, causal, PREC)
         # pass 2: per block of hidden units, G1, the first layer's dual form, and the updates
-        a2 = tl.zeros([BT, BT], dtype=tl.float32)
-        z2q = tl.zeros([BT, BD], dtype=tl.float32)
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            mdf = md[:, None] & mf[None, :]
-            mfd = mf[:, None] & md[None, :]
-            p_df = pid * D * F + rd[:, None] * F + rf[None, :]
-            p_fd = pid * F * D + rf[:, None] * D + rd[None, :]
-            w1 = tl.load(W1 + p_df, mask=mdf, other=0.)
-            b1 = tl.load(B1 + pid * F + rf, mask=mf, other=0.)
-            w2 = tl.load(W2 + p_fd, mask=mfd, other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            th = 2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.
-            x2 = 0.5 * z1 * (1. + th)
-            tg = 2. * tl.sigmoid(2. * 0.79788456 * z1 * (1. + 0.044715 * z1 * z1)) - 1.  # the official derivative's constant
-            dgelu = 0.5 * z1 * ((1. - tg * tg) * (0.79788456 + 3. * 0.044715 * 0.79788456 * z1 * z1)) + 0.5 * (1. + tg)
-            g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * dgelu
-            z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
-            lg1 = g1 * lr[:, None]
-            s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
-            sb1 = tl.sum(lg1, 0)
-            s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    g1p = tl.load(G1 + p_df, mask=mdf, other=0.)
-                    gb1p = tl.load(GB1 + pid * F + rf, mask=mf, other=0.)
-                    z1q -= ti[:, None] * (tl.dot(xq, g1p, input_precision=PREC) + gb1p[None, :])
-                    s1 += g1p
-                    sb1 += gb1p
-                    s2 += tl.load(G2 + p_fd, mask=mfd, other=0.)
-            x2q = 0.5 * z1q * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1q + 0.044715 * z1q * z1q * z1q)) - 1.))
-            a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
-            z2q += tl.dot(x2q, w2, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    z2q -= ti[:, None] * tl.dot(x2q, tl.load(G2 + p_fd, mask=mfd, other=0.), input_precision=PREC)
-            if closes:
-                tl.store(W1 + p_df, w1 - ti_last * s1, mask=mdf)
-                tl.store(B1 + pid * F + rf, b1 - ti_last * sb1, mask=mf)
-                tl.store(W2 + p_fd, w2 - ti_last * s2, mask=mfd)
-            else:
-                tl.store(GN1 + p_df, s1, mask=mdf)
-                tl.store(GNB1 + pid * F + rf, sb1, mask=mf)
-                tl.store(GN2 + p_fd, s2, mask=mfd)
+        a2, z2q = _mlp_fwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, W1, B1, W2, G1, GB1, G2, GN1, GNB1, GN2,
+                                 pid, rd, md, D, F, BF, BT, BD, HAS_G, PREC)
         p2 = tl.where(causal, (a2 + 1.) * lr[None, :], 0.)
         z2q += b2[None, :] - ti[:, None] * tl.dot(p2, g2, input_precision=PREC)
         sb2 = tl.sum(lg2, 0)
@@ -135,13 +166,187 @@ def _mlp_fwd_kernel(
             b2 = b2 - ti_last * sb2
         else:
             tl.store(GNB2 + pid * D + rd, sb2, mask=md)
-        mu2 = tl.sum(z2q, 1) / D
-        zc2 = tl.where(md[None, :], z2q - mu2[:, None], 0.)
-        rstd2 = 1. / tl.sqrt(tl.sum(zc2 * zc2, 1) / D + EPS)
-        o = xq + lnw[None, :] * (zc2 * rstd2[:, None]) + lnb[None, :]
+        xhb, rstd2 = _ln_rows(z2q, md, D, EPS)
+        o = xq + lnw[None, :] * xhb + lnb[None, :]
         tl.store(OUT + ptd, o.to(OUT.dtype.element_ty), mask=mtd)
         tl.debug_barrier()  # this mini-batch's weight updates are visible to the next one's loads
     tl.store(B2 + pid * D + rd, b2, mask=md)
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #6d3b4ab7
+@triton.jit
+def _mlp_bwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, PW1, PB1, PW2, G1, GB1, G2, DW1, DB1, DW2, DGN2,
+                   pid, rd, md, D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                   HAS_G: tl.constexpr, PREC: tl.constexpr):
+    a2 = tl.zeros([BT, BT], dtype=tl.float32)
+    z2q = tl.zeros([BT, BD], dtype=tl.float32)
+    ex2 = tl.zeros([BT, BD], dtype=tl.float32)
+    xds2 = tl.zeros([BT, BD], dtype=tl.float32)
+    dtau = tl.sum(tl.zeros([BT], dtype=tl.float32), 0)
+    for f0 in range(0, F, BF):
+        rf, mf, mdf, mfd, o_df, o_fd = _f_block(f0, rd, md, D, F, BF)
+        w1, b1, w2 = _load_w_block(PW1, PB1, PW2, rf, mf, mdf, mfd, o_df, o_fd)
+        z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
+        g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * _gelu_grad(z1)
+        z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
+        if HAS_G:
+            if first:
+                z1q -= ti[:, None] * (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
+                                      + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
+        x2q = _gelu(z1q)
+        a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
+        z2q += tl.dot(x2q, w2, input_precision=PREC)
+        if HAS_G:
+            if first:
+                ex2 += tl.dot(x2q, tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.), input_precision=PREC)
+        if closes:
+            dw1n, db1n, dw2n = _load_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+            lg1 = g1 * lr[:, None]
+            s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
+            sb1 = tl.sum(lg1, 0)
+            s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
+            if HAS_G:
+                if first:
+                    g1p, gb1p, g2p = _load_w_block(G1 + pid * D * F, GB1 + pid * F, G2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+                    s1 += g1p
+                    sb1 += gb1p
+                    s2 += g2p
+            dtau += tl.sum(tl.sum(dw1n * s1, 1), 0) + tl.sum(db1n * sb1, 0) + tl.sum(tl.sum(dw2n * s2, 1), 0)
+            ds2 = -ti_last * dw2n
+        else:
+            ds2 = tl.load(DGN2 + pid * F * D + o_fd, mask=mfd, other=0.)
+        xds2 += tl.dot(x2, ds2, input_precision=PREC)
+    return a2, z2q, ex2, xds2, dtau
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #140e2f87
+@triton.jit
+def _mlp_layer2(a2, z2q, ex2, g2, lg2, b2, db2, dtau, dti, lr, ti, ti_last, causal, first, closes, GB2, DGNB2, pid, rt, rd, md,
+                D: tl.constexpr, BD: tl.constexpr, MB: tl.constexpr, HAS_G: tl.constexpr, PREC: tl.constexpr):
+    gb2 = tl.zeros([BD], dtype=tl.float32)
+    if HAS_G:
+        if first:
+            gb2 = tl.load(GB2 + pid * D + rd, mask=md, other=0.)
+    p2 = tl.where(causal, (a2 + 1.) * lr[None, :], 0.)
+    pg2 = tl.dot(p2, g2, input_precision=PREC) + ex2 + gb2[None, :]
+    z2q += b2[None, :] - ti[:, None] * pg2
+    if closes:
+        dtau += tl.sum(db2 * (tl.sum(lg2, 0) + gb2), 0)
+        dsb2 = -ti_last * db2
+        dti += tl.where(rt == MB - 1, -dtau, 0.)
+    else:
+        dsb2 = tl.load(DGNB2 + pid * D + rd, mask=md, other=0.)
+    return p2, pg2, z2q, dsb2, dti
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #aaac3fa2
+@triton.jit
+def _mlp_layer2_bwd(do, z2q, pg2, p2, a2, g2, xds2, dsb2, lr, ti, causal, lnw, dlnw, dlnb, dti, db2, md,
+                    D: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
+    xhb, rstd2 = _ln_rows(z2q, md, D, EPS)
+    dz2q, dlnw, dlnb = _ln_bwd(do, xhb, rstd2, lnw, dlnw, dlnb, md, D)
+    e2 = ti[:, None] * dz2q
+    dti += -tl.sum(dz2q * pg2, 1)
+    dp2 = tl.where(causal, -tl.dot(e2, tl.trans(g2), input_precision=PREC), 0.)
+    dlr = tl.sum(dp2 * (a2 + 1.), 0)
+    da2 = dp2 * lr[None, :]
+    dlg2 = xds2 + dsb2[None, :]
+    dlr += tl.sum(g2 * dlg2, 1)
+    dg2 = dlg2 * lr[:, None] - tl.dot(tl.trans(p2), e2, input_precision=PREC)
+    db2 += tl.sum(dz2q, 0)
+    return dz2q, e2, da2, dlr, dg2, db2, dlnw, dlnb, dti
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #b8bdf3dc
+@triton.jit
+def _mlp_p3_recompute(xq, xk, g2, p1, ti, first, w1, b1, w2, G1, GB1, pid, rf, mf, mdf, o_df,
+                      D: tl.constexpr, F: tl.constexpr, HAS_G: tl.constexpr, PREC: tl.constexpr):
+    z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
+    gam, dgam = _gelu_grad2(z1)
+    hh = tl.dot(g2, tl.trans(w2), input_precision=PREC)
+    g1 = hh * gam
+    pg1 = tl.dot(p1, g1, input_precision=PREC)
+    if HAS_G:
+        if first:
+            pg1 += (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
+                    + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
+    z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * pg1
+    tq = _gelu_tanh(z1q)
+    x2q = 0.5 * z1q * (1. + tq)
+    return x2, hh, gam, dgam, g1, pg1, z1q, tq, x2q
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #cfeb55a8
+@triton.jit
+def _mlp_bwd_pass3(xq, xk, g2, lg2, p1, dz2q, da2, e2, lr, ti, ti_last, first, closes, dxq, dxk, dlr, dg2, dti,
+                   PW1, PB1, PW2, G1, GB1, G2, DW1, DB1, DW2, DGN1, DGNB1, DGN2, SCR1, SCR2, DG1, DGB1, DG2, pid, rt, rd, md,
+                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr, PREC: tl.constexpr):
+    dp1 = tl.zeros([BT, BT], dtype=tl.float32)
+    for f0 in range(0, F, BF):
+        rf, mf, mdf, mfd, o_df, o_fd = _f_block(f0, rd, md, D, F, BF)
+        w1, b1, w2 = _load_w_block(PW1, PB1, PW2, rf, mf, mdf, mfd, o_df, o_fd)
+        x2, hh, gam, dgam, g1, pg1, z1q, tq, x2q = _mlp_p3_recompute(xq, xk, g2, p1, ti, first, w1, b1, w2, G1, GB1, pid,
+                                                                     rf, mf, mdf, o_df, D, F, HAS_G, PREC)
+        dx2q = tl.dot(dz2q, tl.trans(w2), input_precision=PREC) + tl.dot(da2, x2, input_precision=PREC)
+        if HAS_G:
+            if first:
+                dx2q -= tl.dot(e2, tl.trans(tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.)), input_precision=PREC)
+        dz1q = dx2q * _gelu_bwd(z1q, tq)
+        e1 = ti[:, None] * dz1q
+        dti += -tl.sum(dz1q * pg1, 1)
+        dp1 += -tl.dot(e1, tl.trans(g1), input_precision=PREC)
+        dw1n, db1n, dw2n = _load_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+        if closes:
+            ds1 = -ti_last * dw1n
+            dsb1 = -ti_last * db1n
+            ds2 = -ti_last * dw2n
+        else:
+            ds1, dsb1, ds2 = _load_w_block(DGN1 + pid * D * F, DGNB1 + pid * F, DGN2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+        dlg1 = tl.dot(xk, ds1, input_precision=PREC) + dsb1[None, :]
+        dlr += tl.sum(g1 * dlg1, 1)
+        dg1 = dlg1 * lr[:, None] - tl.dot(tl.trans(p1), e1, input_precision=PREC)
+        dh = dg1 * gam
+        dg2 += tl.dot(dh, w2, input_precision=PREC)
+        dxk += tl.dot(g1 * lr[:, None], tl.trans(ds1), input_precision=PREC)
+        o_tf, mtf = _scratch(pid, rt, rf, mf, F, BT)
+        tl.store(SCR1 + o_tf, dg1 * hh * dgam, mask=mtf)
+        tl.store(SCR2 + o_tf, tl.dot(lg2, tl.trans(ds2), input_precision=PREC)
+                 + tl.dot(tl.trans(da2), x2q, input_precision=PREC), mask=mtf)
+        dxq += tl.dot(dz1q, tl.trans(w1), input_precision=PREC)
+        if HAS_G:
+            if first:
+                dxq -= tl.dot(e1, tl.trans(tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.)), input_precision=PREC)
+                _store_w_block(DG1 + pid * D * F, DGB1 + pid * F, DG2 + pid * F * D,
+                               ds1 - tl.dot(tl.trans(xq), e1, input_precision=PREC), dsb1 - tl.sum(e1, 0),
+                               ds2 - tl.dot(tl.trans(x2q), e2, input_precision=PREC), rf, mf, mdf, mfd, o_df, o_fd)
+        _store_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D,
+                       dw1n + tl.dot(tl.trans(xq), dz1q, input_precision=PREC), db1n + tl.sum(dz1q, 0),
+                       dw2n + tl.dot(tl.trans(x2q), dz2q, input_precision=PREC) + tl.dot(tl.trans(dh), g2, input_precision=PREC),
+                       rf, mf, mdf, mfd, o_df, o_fd)
+    return dxq, dxk, dlr, dg2, dti, dp1
+
+# %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #938a5901
+@triton.jit
+def _mlp_dual1_bwd(dp1, a1, lr, xq, xk, causal, dlr, dxq, dxk, PREC: tl.constexpr):
+    dp1 = tl.where(causal, dp1, 0.)
+    dlr += tl.sum(dp1 * (a1 + 1.), 0)
+    da1 = dp1 * lr[None, :]
+    dxq += tl.dot(da1, xk, input_precision=PREC)
+    dxk += tl.dot(tl.trans(da1), xq, input_precision=PREC)
+    return dlr, dxq, dxk
+
+@triton.jit
+def _mlp_bwd_pass4(xk, dz2, dxk, PW1, PB1, PW2, SCR1, SCR2, DW1, DB1, DW2, pid, rt, rd, md,
+                   D: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr):
+    for f0 in range(0, F, BF):
+        rf, mf, mdf, mfd, o_df, o_fd = _f_block(f0, rd, md, D, F, BF)
+        w1, b1, w2 = _load_w_block(PW1, PB1, PW2, rf, mf, mdf, mfd, o_df, o_fd)
+        z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
+        tz = _gelu_tanh(z1)
+        x2 = 0.5 * z1 * (1. + tz)
+        o_tf, mtf = _scratch(pid, rt, rf, mf, F, BT)
+        dx2 = tl.load(SCR2 + o_tf, mask=mtf, other=0.) + tl.dot(dz2, tl.trans(w2), input_precision=PREC)
+        dz1 = tl.load(SCR1 + o_tf, mask=mtf, other=0.) + dx2 * _gelu_bwd(z1, tz)
+        dxk += tl.dot(dz1, tl.trans(w1), input_precision=PREC)
+        dw1n, db1n, dw2n = _load_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+        _store_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D, dw1n + tl.dot(tl.trans(xk), dz1, input_precision=PREC),
+                       db1n + tl.sum(dz1, 0), dw2n + tl.dot(tl.trans(x2), dz2, input_precision=PREC), rf, mf, mdf, mfd, o_df, o_fd)
+    return dxk
 
 # %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #d384333c
 @triton.jit
@@ -157,273 +362,51 @@ def _mlp_bwd_kernel(
     D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr, BF: tl.constexpr, MB: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, EPS: tl.constexpr, PREC: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
-    h = pid % H
-    rt = tl.arange(0, BT)
-    rd = tl.arange(0, BD)
-    md = rd < D
-    lnw = tl.load(LNW + h * D + rd, mask=md, other=0.).to(tl.float32)
-    lnb = tl.load(LNB + h * D + rd, mask=md, other=0.).to(tl.float32)
-    ti = tl.load(TI + rt, mask=rt < MB, other=0.)
-    ti_last = tl.load(TI + MB - 1)
-    causal = rt[:, None] >= rt[None, :]
+    rt, rd, md, mdd, pdd = _tiles(BT, BD, D)
+    lnw, lnb, ti, ti_last, causal = _consts(LNW, LNB, TI, pid, H, rt, rd, md, D, MB)
     db2 = tl.load(DB2 + pid * D + rd, mask=md, other=0.)
-    dti = tl.zeros([BT], dtype=tl.float32)
-    dlnw = tl.zeros([BD], dtype=tl.float32)
-    dlnb = tl.zeros([BD], dtype=tl.float32)
+    dti, dlnw, dlnb = tl.zeros([BT], dtype=tl.float32), tl.zeros([BD], dtype=tl.float32), tl.zeros([BD], dtype=tl.float32)
     for cc in range(NC):
         c = NC - 1 - cc
-        t = c * MB - offset + rt
-        mt = (rt < MB) & (t >= 0) & (t < T)
-        mtd = mt[:, None] & md[None, :]
-        ptd = pid * T * D + t[:, None] * D + rd[None, :]
-        xq = tl.load(XQ + ptd, mask=mtd, other=0.).to(tl.float32)
-        xk = tl.load(XK + ptd, mask=mtd, other=0.).to(tl.float32)
-        xv = tl.load(XV + ptd, mask=mtd, other=0.).to(tl.float32)
+        t, mt, mtd, ptd, xq, xk, xv, lr = _mb_rows(XQ, XK, XV, LR, pid, c, T, offset, rt, rd, md, D, MB)
         do = tl.load(DOUT + ptd, mask=mtd, other=0.).to(tl.float32)
-        lr = tl.load(LR + pid * T + t, mask=mt, other=0.).to(tl.float32)
-        first = c == 0
-        closes = (c + 1) * MB - offset <= T
-        pw1 = WC1 + (pid * NC + c) * D * F
-        pb1 = BC1 + (pid * NC + c) * F
-        pw2 = WC2 + (pid * NC + c) * F * D
+        first, closes = c == 0, (c + 1) * MB - offset <= T
+        pw1, pb1, pw2 = WC1 + (pid * NC + c) * D * F, BC1 + (pid * NC + c) * F, WC2 + (pid * NC + c) * F * D
         # pass 1: Z2 and the inner gradient G2
-        z2 = tl.zeros([BT, BD], dtype=tl.float32)
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            w1 = tl.load(pw1 + rd[:, None] * F + rf[None, :], mask=md[:, None] & mf[None, :], other=0.)
-            b1 = tl.load(pb1 + rf, mask=mf, other=0.)
-            w2 = tl.load(pw2 + rf[:, None] * D + rd[None, :], mask=mf[:, None] & md[None, :], other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            x2 = 0.5 * z1 * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.))
-            z2 += tl.dot(x2, w2, input_precision=PREC)
         b2 = tl.load(BC2 + (pid * NC + c) * D + rd, mask=md, other=0.)
-        z2 += b2[None, :]
-        mu = tl.sum(z2, 1) / D
-        zc = tl.where(md[None, :], z2 - mu[:, None], 0.)
-        rstd = 1. / tl.sqrt(tl.sum(zc * zc, 1) / D + EPS)
-        xh = zc * rstd[:, None]
-        go = lnw[None, :] * xh + lnb[None, :] - (xv - xk)
-        gxh = go * lnw[None, :]
-        mgxh = tl.sum(gxh * xh, 1) / D
-        g2 = (gxh - tl.sum(gxh, 1)[:, None] / D - xh * mgxh[:, None]) * rstd[:, None]
-        g2 = tl.where(md[None, :], g2, 0.)
+        z2 = _mlp_z2(xk, pw1, pb1, pw2, pw1, pb1, pw2, rd, md, D, F, BF, BT, BD, False, PREC) + b2[None, :]
+        g2, xh, rstd, go, gxh, mgxh = _ln_l2_grad(z2, xv, xk, lnw, lnb, md, D, EPS)
         lg2 = g2 * lr[:, None]
-        a1 = tl.dot(xq, tl.trans(xk), input_precision=PREC)
-        p1 = tl.where(causal, (a1 + 1.) * lr[None, :], 0.)
+        a1, p1 = _dual_p(xq, xk, lr, causal, PREC)
         # pass 2: the dual form of both layers; the update's share of d token_idx[b-1]; X2 dS2
-        a2 = tl.zeros([BT, BT], dtype=tl.float32)
-        z2q = tl.zeros([BT, BD], dtype=tl.float32)
-        ex2 = tl.zeros([BT, BD], dtype=tl.float32)
-        xds2 = tl.zeros([BT, BD], dtype=tl.float32)
-        dtau = tl.sum(tl.zeros([BT], dtype=tl.float32), 0)
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            mdf = md[:, None] & mf[None, :]
-            mfd = mf[:, None] & md[None, :]
-            o_df = rd[:, None] * F + rf[None, :]
-            o_fd = rf[:, None] * D + rd[None, :]
-            w1 = tl.load(pw1 + o_df, mask=mdf, other=0.)
-            b1 = tl.load(pb1 + rf, mask=mf, other=0.)
-            w2 = tl.load(pw2 + o_fd, mask=mfd, other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            x2 = 0.5 * z1 * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.))
-            tg = 2. * tl.sigmoid(2. * 0.79788456 * z1 * (1. + 0.044715 * z1 * z1)) - 1.
-            gam = 0.5 * z1 * ((1. - tg * tg) * (0.79788456 + 3. * 0.044715 * 0.79788456 * z1 * z1)) + 0.5 * (1. + tg)
-            g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * gam
-            z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    z1q -= ti[:, None] * (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
-                                          + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
-            x2q = 0.5 * z1q * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1q + 0.044715 * z1q * z1q * z1q)) - 1.))
-            a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
-            z2q += tl.dot(x2q, w2, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    ex2 += tl.dot(x2q, tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.), input_precision=PREC)
-            if closes:
-                dw1n = tl.load(DW1 + pid * D * F + o_df, mask=mdf, other=0.)
-                db1n = tl.load(DB1 + pid * F + rf, mask=mf, other=0.)
-                dw2n = tl.load(DW2 + pid * F * D + o_fd, mask=mfd, other=0.)
-                lg1 = g1 * lr[:, None]
-                s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
-                sb1 = tl.sum(lg1, 0)
-                s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
-                if HAS_G:
-                    if first:
-                        s1 += tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.)
-                        sb1 += tl.load(GB1 + pid * F + rf, mask=mf, other=0.)
-                        s2 += tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.)
-                dtau += tl.sum(tl.sum(dw1n * s1, 1), 0) + tl.sum(db1n * sb1, 0) + tl.sum(tl.sum(dw2n * s2, 1), 0)
-                ds2 = -ti_last * dw2n
-            else:
-                ds2 = tl.load(DGN2 + pid * F * D + o_fd, mask=mfd, other=0.)
-            xds2 += tl.dot(x2, ds2, input_precision=PREC)
+        a2, z2q, ex2, xds2, dtau = _mlp_bwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, pw1, pb1, pw2, G1, GB1, G2,
+                                                  DW1, DB1, DW2, DGN2, pid, rd, md, D, F, BF, BT, BD, HAS_G, PREC)
         tl.debug_barrier()  # pass 2 read the weights' adjoints that pass 3 overwrites
-        gb2 = tl.zeros([BD], dtype=tl.float32)
-        if HAS_G:
-            if first:
-                gb2 = tl.load(GB2 + pid * D + rd, mask=md, other=0.)
-        p2 = tl.where(causal, (a2 + 1.) * lr[None, :], 0.)
-        pg2 = tl.dot(p2, g2, input_precision=PREC) + ex2 + gb2[None, :]
-        z2q += b2[None, :] - ti[:, None] * pg2
-        if closes:
-            dtau += tl.sum(db2 * (tl.sum(lg2, 0) + gb2), 0)
-            dsb2 = -ti_last * db2
-            dti += tl.where(rt == MB - 1, -dtau, 0.)
-        else:
-            dsb2 = tl.load(DGNB2 + pid * D + rd, mask=md, other=0.)
+        p2, pg2, z2q, dsb2, dti = _mlp_layer2(a2, z2q, ex2, g2, lg2, b2, db2, dtau, dti, lr, ti, ti_last, causal, first, closes,
+                                              GB2, DGNB2, pid, rt, rd, md, D, BD, MB, HAS_G, PREC)
         # back through the output LayerNorm and the second layer's dual form
-        mu2 = tl.sum(z2q, 1) / D
-        zc2 = tl.where(md[None, :], z2q - mu2[:, None], 0.)
-        rstd2 = 1. / tl.sqrt(tl.sum(zc2 * zc2, 1) / D + EPS)
-        xhb = zc2 * rstd2[:, None]
-        dlnw += tl.sum(do * xhb, 0)
-        dlnb += tl.sum(do, 0)
-        dxhb = do * lnw[None, :]
-        dz2q = (dxhb - tl.sum(dxhb, 1)[:, None] / D - xhb * (tl.sum(dxhb * xhb, 1) / D)[:, None]) * rstd2[:, None]
-        dz2q = tl.where(md[None, :], dz2q, 0.)
-        e2 = ti[:, None] * dz2q
-        dti += -tl.sum(dz2q * pg2, 1)
-        dp2 = tl.where(causal, -tl.dot(e2, tl.trans(g2), input_precision=PREC), 0.)
-        dlr = tl.sum(dp2 * (a2 + 1.), 0)
-        da2 = dp2 * lr[None, :]
-        dlg2 = xds2 + dsb2[None, :]
-        dlr += tl.sum(g2 * dlg2, 1)
-        dg2 = dlg2 * lr[:, None] - tl.dot(tl.trans(p2), e2, input_precision=PREC)
-        db2 += tl.sum(dz2q, 0)
+        dz2q, e2, da2, dlr, dg2, db2, dlnw, dlnb, dti = _mlp_layer2_bwd(do, z2q, pg2, p2, a2, g2, xds2, dsb2, lr, ti, causal, lnw,
+                                                                        dlnw, dlnb, dti, db2, md, D, EPS, PREC)
         if HAS_G:
             tl.store(DGB2 + pid * D + rd, dsb2 - tl.sum(e2, 0), mask=md & first)
-        dxq = do
-        dxk = tl.zeros([BT, BD], dtype=tl.float32)
         # pass 3: gelu, the first layer's dual form, G1 = (G2 W2^T) gelu'(Z1); the weights' adjoints (part)
-        dp1 = tl.zeros([BT, BT], dtype=tl.float32)
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            mdf = md[:, None] & mf[None, :]
-            mfd = mf[:, None] & md[None, :]
-            o_df = rd[:, None] * F + rf[None, :]
-            o_fd = rf[:, None] * D + rd[None, :]
-            w1 = tl.load(pw1 + o_df, mask=mdf, other=0.)
-            b1 = tl.load(pb1 + rf, mask=mf, other=0.)
-            w2 = tl.load(pw2 + o_fd, mask=mfd, other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            x2 = 0.5 * z1 * (1. + (2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.))
-            tg = 2. * tl.sigmoid(2. * 0.79788456 * z1 * (1. + 0.044715 * z1 * z1)) - 1.
-            up = 0.79788456 * (1. + 3. * 0.044715 * z1 * z1)
-            gam = 0.5 * z1 * (1. - tg * tg) * up + 0.5 * (1. + tg)
-            dgam = (1. - tg * tg) * (up - z1 * tg * up * up + 3. * 0.79788456 * 0.044715 * z1 * z1)
-            hh = tl.dot(g2, tl.trans(w2), input_precision=PREC)
-            g1 = hh * gam
-            pg1 = tl.dot(p1, g1, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    pg1 += (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
-                            + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
-            z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * pg1
-            tq = 2. * tl.sigmoid(2. * 0.7978845608028654 * (z1q + 0.044715 * z1q * z1q * z1q)) - 1.
-            x2q = 0.5 * z1q * (1. + tq)
-            dx2q = tl.dot(dz2q, tl.trans(w2), input_precision=PREC) + tl.dot(da2, x2, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    dx2q -= tl.dot(e2, tl.trans(tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.)), input_precision=PREC)
-            dz1q = dx2q * (0.5 * (1. + tq) + 0.5 * z1q * (1. - tq * tq) * 0.7978845608028654 * (1. + 3. * 0.044715 * z1q * z1q))
-            e1 = ti[:, None] * dz1q
-            dti += -tl.sum(dz1q * pg1, 1)
-            dp1 += -tl.dot(e1, tl.trans(g1), input_precision=PREC)
-            dw1n = tl.load(DW1 + pid * D * F + o_df, mask=mdf, other=0.)
-            db1n = tl.load(DB1 + pid * F + rf, mask=mf, other=0.)
-            dw2n = tl.load(DW2 + pid * F * D + o_fd, mask=mfd, other=0.)
-            if closes:
-                ds1 = -ti_last * dw1n
-                dsb1 = -ti_last * db1n
-                ds2 = -ti_last * dw2n
-            else:
-                ds1 = tl.load(DGN1 + pid * D * F + o_df, mask=mdf, other=0.)
-                dsb1 = tl.load(DGNB1 + pid * F + rf, mask=mf, other=0.)
-                ds2 = tl.load(DGN2 + pid * F * D + o_fd, mask=mfd, other=0.)
-            dlg1 = tl.dot(xk, ds1, input_precision=PREC) + dsb1[None, :]
-            dlr += tl.sum(g1 * dlg1, 1)
-            dg1 = dlg1 * lr[:, None] - tl.dot(tl.trans(p1), e1, input_precision=PREC)
-            dh = dg1 * gam
-            dg2 += tl.dot(dh, w2, input_precision=PREC)
-            dxk += tl.dot(g1 * lr[:, None], tl.trans(ds1), input_precision=PREC)
-            o_tf = pid * BT * F + rt[:, None] * F + rf[None, :]
-            mtf = (rt[:, None] < BT) & mf[None, :]
-            tl.store(SCR1 + o_tf, dg1 * hh * dgam, mask=mtf)
-            tl.store(SCR2 + o_tf, tl.dot(lg2, tl.trans(ds2), input_precision=PREC)
-                     + tl.dot(tl.trans(da2), x2q, input_precision=PREC), mask=mtf)
-            dxq += tl.dot(dz1q, tl.trans(w1), input_precision=PREC)
-            if HAS_G:
-                if first:
-                    dxq -= tl.dot(e1, tl.trans(tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.)), input_precision=PREC)
-                    tl.store(DG1 + pid * D * F + o_df, ds1 - tl.dot(tl.trans(xq), e1, input_precision=PREC), mask=mdf)
-                    tl.store(DGB1 + pid * F + rf, dsb1 - tl.sum(e1, 0), mask=mf)
-                    tl.store(DG2 + pid * F * D + o_fd, ds2 - tl.dot(tl.trans(x2q), e2, input_precision=PREC), mask=mfd)
-            tl.store(DW1 + pid * D * F + o_df, dw1n + tl.dot(tl.trans(xq), dz1q, input_precision=PREC), mask=mdf)
-            tl.store(DB1 + pid * F + rf, db1n + tl.sum(dz1q, 0), mask=mf)
-            tl.store(DW2 + pid * F * D + o_fd, dw2n + tl.dot(tl.trans(x2q), dz2q, input_precision=PREC)
-                     + tl.dot(tl.trans(dh), g2, input_precision=PREC), mask=mfd)
+        dxq, dxk, dlr, dg2, dti, dp1 = _mlp_bwd_pass3(
+            xq, xk, g2, lg2, p1, dz2q, da2, e2, lr, ti, ti_last, first, closes, do, tl.zeros([BT, BD], dtype=tl.float32), dlr, dg2,
+            dti, pw1, pb1, pw2, G1, GB1, G2, DW1, DB1, DW2, DGN1, DGNB1, DGN2, SCR1, SCR2, DG1, DGB1, DG2, pid, rt, rd, md,
+            D, F, BF, BT, HAS_G, PREC)
         tl.debug_barrier()
-        dp1 = tl.where(causal, dp1, 0.)
-        dlr += tl.sum(dp1 * (a1 + 1.), 0)
-        da1 = dp1 * lr[None, :]
-        dxq += tl.dot(da1, xk, input_precision=PREC)
-        dxk += tl.dot(tl.trans(da1), xq, input_precision=PREC)
+        dlr, dxq, dxk = _mlp_dual1_bwd(dp1, a1, lr, xq, xk, causal, dlr, dxq, dxk, PREC)
         # back through G2 = (LayerNorm fused with L2)'(Z2)
-        dg2 = tl.where(md[None, :], dg2, 0.)
-        u = dg2 * rstd[:, None]
-        mu_u = tl.sum(u, 1) / D
-        muxh = tl.sum(u * xh, 1) / D
-        dgxh = tl.where(md[None, :], u - mu_u[:, None] - xh * muxh[:, None], 0.)
-        dxh = -mgxh[:, None] * u - muxh[:, None] * gxh
-        dgo = dgxh * lnw[None, :]
-        dlnw += tl.sum(dgxh * go + dgo * xh, 0)
-        dlnb += tl.sum(dgo, 0)
-        dxh += dgo * lnw[None, :]
-        dxv = -dgo
+        dz2, dgo, dlnw, dlnb = _ln_l2_bwd(tl.where(md[None, :], dg2, 0.), g2, xh, rstd, go, gxh, mgxh, lnw, dlnw, dlnb, md, D)
         dxk += dgo
-        kk = (tl.sum(dg2 * g2, 1) + tl.sum(dxh * xh, 1)) / D
-        dxc = rstd[:, None] * dxh - (rstd * kk)[:, None] * xh
-        dz2 = tl.where(md[None, :], dxc - (tl.sum(dxc, 1) / D)[:, None], 0.)
         db2 += tl.sum(dz2, 0)
         # pass 4: back through Z2 = gelu(X_k W1 + b1) W2 + b2
-        for f0 in range(0, F, BF):
-            rf = f0 + tl.arange(0, BF)
-            mf = rf < F
-            mdf = md[:, None] & mf[None, :]
-            mfd = mf[:, None] & md[None, :]
-            o_df = rd[:, None] * F + rf[None, :]
-            o_fd = rf[:, None] * D + rd[None, :]
-            w1 = tl.load(pw1 + o_df, mask=mdf, other=0.)
-            b1 = tl.load(pb1 + rf, mask=mf, other=0.)
-            w2 = tl.load(pw2 + o_fd, mask=mfd, other=0.)
-            z1 = tl.dot(xk, w1, input_precision=PREC) + b1[None, :]
-            tz = 2. * tl.sigmoid(2. * 0.7978845608028654 * (z1 + 0.044715 * z1 * z1 * z1)) - 1.
-            x2 = 0.5 * z1 * (1. + tz)
-            o_tf = pid * BT * F + rt[:, None] * F + rf[None, :]
-            mtf = (rt[:, None] < BT) & mf[None, :]
-            dx2 = tl.load(SCR2 + o_tf, mask=mtf, other=0.) + tl.dot(dz2, tl.trans(w2), input_precision=PREC)
-            dz1 = tl.load(SCR1 + o_tf, mask=mtf, other=0.) + dx2 * (
-                0.5 * (1. + tz) + 0.5 * z1 * (1. - tz * tz) * 0.7978845608028654 * (1. + 3. * 0.044715 * z1 * z1))
-            dxk += tl.dot(dz1, tl.trans(w1), input_precision=PREC)
-            tl.store(DW1 + pid * D * F + o_df, tl.load(DW1 + pid * D * F + o_df, mask=mdf, other=0.)
-                     + tl.dot(tl.trans(xk), dz1, input_precision=PREC), mask=mdf)
-            tl.store(DB1 + pid * F + rf, tl.load(DB1 + pid * F + rf, mask=mf, other=0.) + tl.sum(dz1, 0), mask=mf)
-            tl.store(DW2 + pid * F * D + o_fd, tl.load(DW2 + pid * F * D + o_fd, mask=mfd, other=0.)
-                     + tl.dot(tl.trans(x2), dz2, input_precision=PREC), mask=mfd)
+        dxk = _mlp_bwd_pass4(xk, dz2, dxk, pw1, pb1, pw2, SCR1, SCR2, DW1, DB1, DW2, pid, rt, rd, md, D, F, BF, BT, PREC)
         tl.debug_barrier()
-        tl.store(DXQ + ptd, dxq.to(DXQ.dtype.element_ty), mask=mtd)
-        tl.store(DXK + ptd, dxk.to(DXK.dtype.element_ty), mask=mtd)
-        tl.store(DXV + ptd, dxv.to(DXV.dtype.element_ty), mask=mtd)
+        _store_dx(DXQ, DXK, DXV, ptd, mtd, dxq, dxk, -dgo)
         tl.store(DLR + pid * T + t, dlr, mask=mt)
     tl.store(DB2 + pid * D + rd, db2, mask=md)
-    tl.store(DTI + pid * BT + rt, dti)
-    tl.store(DLNW + pid * BD + rd, dlnw)
-    tl.store(DLNB + pid * BD + rd, dlnb)
+    _store_sums(DTI, DLNW, DLNB, pid, dti, dlnw, dlnb, rt, rd, BT, BD)
 
 # %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #f9f2f254
 def _mlp_bf(D:int): return min(64, max(16, triton.next_power_of_2(4 * D)))  # hidden units per block
