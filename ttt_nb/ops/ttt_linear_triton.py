@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .ttt_ref import _check
+
 # %% auto #0
 __all__ = ['MAX_HEAD_DIM', 'MAX_MINI_BATCH', 'supports', 'ttt_linear']
 
@@ -362,14 +364,10 @@ def ttt_linear(XQ:torch.Tensor, XK:torch.Tensor, XV:torch.Tensor, # [B, H, T, d]
                offset:int=0,           # tokens of the current mini-batch already seen, 0 <= offset < b
               ) -> tuple:              # out [B,H,T,d], params, grads after the last token (float32 state)
     "TTT-Linear inner loop in Triton: the reference's `ttt_linear`, one kernel launch forward and one backward."
+    _check('linear', XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, offset)   # the reference's argument checks
     B, H, T, D = XQ.shape
     MB = token_idx.shape[0]
-    if XK.shape != XQ.shape or XV.shape != XQ.shape: raise ValueError(f"XQ, XK, XV shapes differ: {XQ.shape}, {XK.shape}, {XV.shape}")
-    if lr.shape != (B, H, T): raise ValueError(f"lr has shape {tuple(lr.shape)}, expected {(B, H, T)}")
-    if ln_w.shape != (H, D) or ln_b.shape != (H, D): raise ValueError(f"ln_w/ln_b must be [H, d] = {(H, D)}")
     W1, b1 = params
-    if W1.shape != (B, H, D, D) or b1.shape != (B, H, 1, D): raise ValueError("params must be [B,H,d,d], [B,H,1,d]")
-    if not 0 <= offset < MB: raise ValueError(f"offset {offset} outside [0, {MB})")
     why = supports(XQ, token_idx)
     if why is not None: raise ValueError(f"the Triton TTT-Linear does not cover this call: {why}")
     XQ, XK, XV, lr = (x.contiguous() for x in (XQ, XK, XV, lr))

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .ttt_linear_triton import _STAGES, _blocks, _consts, _dual_p, _ln_bwd, _ln_l2_bwd, _ln_l2_grad, _ln_rows, _mb_rows, _n_mb, _prec, _store_dx, _store_sums, _tiles, _warps, supports
+from .ttt_ref import _check
 
 # %% auto #0
 __all__ = ['ttt_mlp']
@@ -490,14 +491,7 @@ def ttt_mlp(XQ:torch.Tensor, XK:torch.Tensor, XV:torch.Tensor, # [B, H, T, d] qu
             offset:int=0,           # tokens of the current mini-batch already seen, 0 <= offset < b
            ) -> tuple:              # out [B,H,T,d], params, grads after the last token (float32 state)
     "TTT-MLP inner loop in Triton: the reference's `ttt_mlp`, one kernel launch forward and one backward."
-    B, H, T, D = XQ.shape
-    MB = token_idx.shape[0]
-    if XK.shape != XQ.shape or XV.shape != XQ.shape: raise ValueError(f"XQ, XK, XV shapes differ: {XQ.shape}, {XK.shape}, {XV.shape}")
-    if lr.shape != (B, H, T): raise ValueError(f"lr has shape {tuple(lr.shape)}, expected {(B, H, T)}")
-    if ln_w.shape != (H, D) or ln_b.shape != (H, D): raise ValueError(f"ln_w/ln_b must be [H, d] = {(H, D)}")
-    want = ((B, H, D, 4 * D), (B, H, 1, 4 * D), (B, H, 4 * D, D), (B, H, 1, D))
-    if len(params) != 4 or any(tuple(p.shape) != w for p, w in zip(params, want)): raise ValueError(f"params must have shapes {want}")
-    if not 0 <= offset < MB: raise ValueError(f"offset {offset} outside [0, {MB})")
+    _check('mlp', XQ, XK, XV, lr, token_idx, ln_w, ln_b, params, grads, offset)   # the reference's argument checks
     why = supports(XQ, token_idx)
     if why is not None: raise ValueError(f"the Triton TTT-MLP does not cover this call: {why}")
     XQ, XK, XV, lr = (x.contiguous() for x in (XQ, XK, XV, lr))
