@@ -16,7 +16,7 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .config import TTTConfig, check_keys
+from .config import TTTConfig, check_keys, check_sizes
 
 # %% auto #0
 __all__ = ['preset_widths', 'TransformerConfig', 'SWAConfig', 'KVState', 'RMSNorm', 'SwiGLU', 'Attention', 'Block', 'LMOutput',
@@ -61,12 +61,7 @@ class TransformerConfig(PreTrainedConfig):
         "Raise one ValueError line naming the first impossible field."
         def need(ok, msg):
             if not ok: raise ValueError(f"{type(self).__name__}: {msg}")
-        for f in ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'max_position_embeddings'):
-            v = getattr(self, f)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{f} must be a positive int, got {v!r}")
-        need(self.hidden_size % self.num_attention_heads == 0,
-             f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
-        need((self.hidden_size // self.num_attention_heads) % 2 == 0, "the head dim must be even (RoPE rotates pairs)")
+        check_sizes(self, ('vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size', 'max_position_embeddings'))
         for f in ('rms_norm_eps', 'rope_theta'):
             v = getattr(self, f)
             need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, f"{f} must be a number > 0, got {v!r}")

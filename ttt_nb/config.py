@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from transformers import AutoConfig, GenerationConfig, PreTrainedConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'BACKBONES', 'LAYER_TYPES', 'IMPLS', 'config_fields', 'check_keys', 'TTTConfig']
+__all__ = ['PRESETS', 'BACKBONES', 'LAYER_TYPES', 'IMPLS', 'config_fields', 'check_keys', 'TTTConfig', 'check_sizes']
 
 # %% ../nbs/01_config.ipynb #e3614e8c
 _HF_KEYS = {'model_type', 'transformers_version', 'architectures', 'auto_map', 'torch_dtype', 'dtype', 'name_or_path',
@@ -113,18 +113,26 @@ class TTTConfig(PreTrainedConfig):
         "d, the width of one TTT head."
         return self.hidden_size // self.num_attention_heads
 
+# %% ../nbs/01_config.ipynb #be0d5b7e
+def check_sizes(cfg,          # a TTTConfig or a baseline config
+                fields:tuple, # the fields that must be positive ints
+               ) -> None:
+    "One ValueError line, named after the config's class, for a size that is not a positive int or a width that does not split into even heads."
+    who = type(cfg).__name__
+    for f in fields:
+        v = getattr(cfg, f)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1): raise ValueError(f"{who}: {f} must be a positive int, got {v!r}")
+    C, H = cfg.hidden_size, cfg.num_attention_heads
+    if C % H: raise ValueError(f"{who}: hidden_size={C} is not divisible by num_attention_heads={H}")
+    if (C // H) % 2: raise ValueError(f"{who}: head dim hidden_size/num_attention_heads={C // H} must be even (RoPE rotates pairs)")
+
 # %% ../nbs/01_config.ipynb #530299c6
 @patch
 def validate_ttt(self:TTTConfig) -> None:
     "Raise a ValueError naming the first inconsistent field and what to do."
     def need(ok, msg):
         if not ok: raise ValueError(f"TTTConfig: {msg}")
-    for f in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'conv_kernel'):
-        v = getattr(self, f)
-        need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{f} must be a positive int, got {v!r}")
-    need(self.hidden_size % self.num_attention_heads == 0,
-         f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}")
-    need(self.head_dim % 2 == 0, f"head dim hidden_size/num_attention_heads={self.head_dim} must be even (RoPE rotates pairs)")
+    check_sizes(self, ('vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'conv_kernel'))
     mb = self.mini_batch_size
     need(isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1, f"mini_batch_size must be an int >= 1, got {mb!r}")
     need(self.ttt_layer_type in LAYER_TYPES, f"unknown ttt_layer_type {self.ttt_layer_type!r}: use one of {LAYER_TYPES}")
