@@ -149,7 +149,7 @@ def compile_sm90(kernel:str, dtype:str, D:int, b:int=16, has_g:bool=True) -> dic
     from triton.compiler import ASTSource
     K = triton_module('mlp' if kernel.startswith('mlp') else 'linear')
     fn = getattr(K, f"_{kernel}_kernel" if kernel.startswith('mlp') else f"_linear_{kernel}_kernel")
-    BD, BT = K._blocks(D, b)
+    BD, BT = triton_module('linear')._blocks(D, b)   # the block sizes both kernel files launch with
     consts = dict(D=D, BD=BD, MB=b, BT=BT, HAS_G=has_g, EPS=1e-6, PREC=K._prec(DTYPES[dtype]))
     if kernel == 'fwd': consts['SAVE'] = True
     if kernel.startswith('mlp'): consts.update(F=4 * D, BF=K._mlp_bf(D))

@@ -267,14 +267,17 @@ def _warps(D:int): return 8 if D > 32 else 4
 _STAGES = 1
 def _n_mb(T:int, MB:int, offset:int): return (offset + T + MB - 1) // MB
 
+def _dims(XQ, ti, offset:int) -> tuple:
+    "What every launcher sizes its grid and buffers by: B, H, T, D, b, mini-batches touched, tokens in the first, block sizes."
+    B, H, T, D = XQ.shape
+    MB = ti.shape[0]
+    return B, H, T, D, MB, _n_mb(T, MB, offset), min(T, MB - offset), *_blocks(D, MB)
+
 
 # %% ../../nbs/03_ops.ttt_linear_triton.ipynb #f17d9f8e
 def _linear_fwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, W0, b0, G0, Gb0, extra, offset:int, save:bool):
     "Run the forward kernel; `W0, b0, G0, Gb0` are float32 `[B,H,D,D]`/`[B,H,D]` (G0, Gb0 may be None)."
-    B, H, T, D = XQ.shape
-    MB = ti.shape[0]
-    NC, T0 = _n_mb(T, MB, offset), min(T, MB - offset)
-    BD, BT = _blocks(D, MB)
+    B, H, T, D, MB, NC, T0, BD, BT = _dims(XQ, ti, offset)
     f32 = dict(device=XQ.device, dtype=torch.float32)
     out = torch.empty_like(XQ)
     WN, BN = torch.empty(B, H, D, D, **f32), torch.empty(B, H, D, **f32)
@@ -290,10 +293,7 @@ def _linear_fwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, W0, b0, G0, Gb0, extra, off
 
 def _linear_bwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, G0, Gb0, extra, WC, BC, dout, dWN, dBN, dGN, dGBN, offset:int):
     "Run the backward kernel; returns the gradients of every input of `_linear_fwd_launch`."
-    B, H, T, D = XQ.shape
-    MB = ti.shape[0]
-    NC, T0 = _n_mb(T, MB, offset), min(T, MB - offset)
-    BD, BT = _blocks(D, MB)
+    B, H, T, D, MB, NC, T0, BD, BT = _dims(XQ, ti, offset)
     f32 = dict(device=XQ.device, dtype=torch.float32)
     dXQ, dXK, dXV = torch.empty_like(XQ), torch.empty_like(XK), torch.empty_like(XV)
     dlr = torch.empty(B, H, T, **f32)

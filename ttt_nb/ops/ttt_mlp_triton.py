@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ttt_linear_triton import _STAGES, _blocks, _consts, _dual_p, _ln_bwd, _ln_l2_bwd, _ln_l2_grad, _ln_rows, _mb_rows, _n_mb, _prec, _store_dx, _store_sums, _tiles, _warps, supports
+from .ttt_linear_triton import _STAGES, _consts, _dims, _dual_p, _ln_bwd, _ln_l2_bwd, _ln_l2_grad, _ln_rows, _mb_rows, _prec, _store_dx, _store_sums, _tiles, _warps, supports
 from .ttt_ref import _check
 
 # %% auto #0
@@ -414,10 +414,8 @@ def _mlp_bf(D:int): return min(64, max(16, triton.next_power_of_2(4 * D)))  # hi
 
 def _mlp_fwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, params, grads, offset:int, save:bool=False):
     "Run the TTT-MLP forward kernel; returns out, the state after the last token, the accumulated gradients, the saved weights."
-    B, H, T, D = XQ.shape
-    MB, F = ti.shape[0], 4 * D
-    NC = _n_mb(T, MB, offset)
-    BD, BT = _blocks(D, MB)
+    B, H, T, D, MB, NC, _, BD, BT = _dims(XQ, ti, offset)
+    F = 4 * D
     W1, b1, W2, b2 = (p.float().clone().contiguous() for p in params)  # the state, updated in place
     GN = [torch.zeros_like(p) for p in (W1, b1, W2, b2)]
     has_g = grads is not None
@@ -434,10 +432,8 @@ def _mlp_fwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, params, grads, offset:int, sav
 # %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #1c6da2ba
 def _mlp_bwd_launch(XQ, XK, XV, lr, ti, lnw, lnb, G, WC, dout, dWN, dGN, offset:int):
     "Run the TTT-MLP backward kernel; returns the gradients of every input of `_mlp_fwd_launch`."
-    B, H, T, D = XQ.shape
-    MB, F = ti.shape[0], 4 * D
-    NC = _n_mb(T, MB, offset)
-    BD, BT = _blocks(D, MB)
+    B, H, T, D, MB, NC, _, BD, BT = _dims(XQ, ti, offset)
+    F = 4 * D
     f32 = dict(device=XQ.device, dtype=torch.float32)
     dW = [g.float().clone().contiguous() for g in dWN]   # adjoints of the weights, updated in place
     dGN = [g.float().contiguous() for g in dGN]
