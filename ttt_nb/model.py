@@ -282,8 +282,8 @@ def _check_labels(labels, logits):
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels must have the shape of input_ids {tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
     if labels.dtype not in (torch.long, torch.int32): raise ValueError(f"labels must be int64 token ids, got {labels.dtype}")
-    real = labels[labels != -100]
-    if real.numel() and not (0 <= int(real.min()) and int(real.max()) < logits.shape[-1]):
+    if bool((((labels < 0) & (labels != -100)) | (labels >= logits.shape[-1])).any()):   # one device sync
+        real = labels[labels != -100]
         raise ValueError(f"labels hold ids in [{int(real.min())}, {int(real.max())}] but the vocabulary is [0, {logits.shape[-1]}) "
                          "(-100 marks an ignored position): check the tokenizer matches config.vocab_size")
 
