@@ -9,10 +9,10 @@ PKG = Path(__file__).resolve().parents[1] / 'ttt_nb'
 # Lowest first (DESIGN.md, "The map"). A module is named by its dotted path below ttt_nb; a name ending in '.*'
 # covers a subpackage.
 LAYERS = [
-    ['core', 'config'],
+    ['core', 'config', 'stats'],
     ['ops', 'ops.*'],
     ['state', 'model', 'baselines'],
-    ['data', 'tokenizers', 'stream', 'checkpoint'],
+    ['data', 'tokenizers', 'stream', 'checkpoint', 'ngram'],
     ['train', 'train.*', 'eval', 'eval.*'],
     ['plots', 'plots.*'],
     ['generate', 'ponder', 'ponder_study', 'curriculum', 'curriculum.*'],
