@@ -16,7 +16,8 @@ from fastcore.basics import patch
 from transformers import AutoConfig, GenerationConfig, PreTrainedConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'BACKBONES', 'LAYER_TYPES', 'IMPLS', 'config_fields', 'check_keys', 'TTTConfig', 'check_sizes']
+__all__ = ['PRESETS', 'BACKBONES', 'LAYER_TYPES', 'IMPLS', 'CARRIES', 'TOKEN_IDX_PARAMS', 'config_fields', 'check_keys',
+           'TTTConfig', 'check_sizes']
 
 # %% ../nbs/01_config.ipynb #e3614e8c
 _HF_KEYS = {'model_type', 'transformers_version', 'architectures', 'auto_map', 'torch_dtype', 'dtype', 'name_or_path',
@@ -64,10 +65,12 @@ BACKBONES = {'transformer': dict(pre_conv=False, share_qk=False, use_gate=False)
              'mamba': dict(pre_conv=True, share_qk=True, use_gate=True)}
 LAYER_TYPES = ('linear', 'mlp')
 IMPLS = ('auto', 'torch', 'triton')
+CARRIES = ('learned', 'on', 'off')                 # TTTConfig.carry: the last position's token_idx learned, fixed at 1/b, or 0
+TOKEN_IDX_PARAMS = ('official', 'softplus', 'exp') # TTTConfig.token_idx_param: how learnable_token_idx maps to token_idx
 
 # %% ../nbs/01_config.ipynb #6bc60f45
 class TTTConfig(PreTrainedConfig):
-    "Configuration of a TTT language model (the official fields plus `ttt_impl`)."
+    "Configuration of a TTT language model (the official fields plus `ttt_impl`, `carry` and `token_idx_param`)."
     model_type = 'ttt_nb'
     def __init__(self,
                  vocab_size:int=32000,            # tokens in the vocabulary
@@ -93,6 +96,8 @@ class TTTConfig(PreTrainedConfig):
                  conv_kernel:int=4,               # kernel of the causal convs
                  scan_checkpoint_group_size:int=0, # kept for official configs (unused: no scan checkpointing here)
                  ttt_impl:str='auto',             # inner-loop implementation: 'auto', 'torch' or 'triton'
+                 carry:str='learned',             # token_idx: 'learned' (official), 'on' (fixed at 1/i, not trained), 'off' (last one 0)
+                 token_idx_param:str='official',  # 'official' clamp_min(1/i + p, 0); 'softplus' or 'exp': no absorbing 0 (same value at p=0)
                  **kwargs):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
@@ -102,6 +107,7 @@ class TTTConfig(PreTrainedConfig):
         self.use_gate, self.share_qk, self.pre_conv, self.conv_kernel = use_gate, share_qk, pre_conv, conv_kernel
         self.ttt_layer_type, self.ttt_base_lr, self.mini_batch_size = ttt_layer_type, ttt_base_lr, mini_batch_size
         self.scan_checkpoint_group_size, self.ttt_impl = scan_checkpoint_group_size, ttt_impl
+        self.carry, self.token_idx_param = carry, token_idx_param
         self.tie_word_embeddings = tie_word_embeddings
         check_keys(type(self), kwargs)
         self.validate_ttt()                     # before transformers' own checks, which read head_dim
@@ -137,6 +143,8 @@ def validate_ttt(self:TTTConfig) -> None:
     need(isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1, f"mini_batch_size must be an int >= 1, got {mb!r}")
     need(self.ttt_layer_type in LAYER_TYPES, f"unknown ttt_layer_type {self.ttt_layer_type!r}: use one of {LAYER_TYPES}")
     need(self.ttt_impl in IMPLS, f"unknown ttt_impl {self.ttt_impl!r}: use one of {IMPLS}")
+    need(self.carry in CARRIES, f"unknown carry {self.carry!r}: use one of {CARRIES} ('on': token_idx fixed at 1/i, 'off': nothing crosses a mini-batch)")
+    need(self.token_idx_param in TOKEN_IDX_PARAMS, f"unknown token_idx_param {self.token_idx_param!r}: use one of {TOKEN_IDX_PARAMS}")
     num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     need(num(self.ttt_base_lr) and self.ttt_base_lr >= 0, f"ttt_base_lr must be >= 0 (0 freezes the inner loop: a no-memory control), got {self.ttt_base_lr!r}")
     need(num(self.rms_norm_eps) and self.rms_norm_eps > 0, f"rms_norm_eps must be a number > 0, got {self.rms_norm_eps!r}")

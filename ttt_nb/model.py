@@ -112,7 +112,8 @@ class TTTBase(nn.Module):
             K = config.conv_kernel
             self.conv_q = nn.Conv1d(C, C, K, groups=C, bias=True, padding=K - 1)
             self.conv_k = nn.Conv1d(C, C, K, groups=C, bias=True, padding=K - 1)
-        self.learnable_token_idx = nn.Parameter(torch.zeros(self.mini_batch_size))  # added to 1/(1..b)
+        self.learnable_token_idx = nn.Parameter(torch.zeros(self.mini_batch_size))  # p: token_idx = clamp_min(1/(1..b) + p, 0)
+        if config.carry == 'on': self.learnable_token_idx.requires_grad_(False)     # the control fixes token_idx at 1/i
         self.learnable_ttt_lr_weight = nn.Parameter(torch.zeros(H, 1, C))          # per-head lr gate
         self.learnable_ttt_lr_bias = nn.Parameter(torch.zeros(H, 1))
         self.ttt_norm_weight = nn.Parameter(torch.ones(H, self.head_dim))          # inner LayerNorm
@@ -127,9 +128,16 @@ class TTTBase(nn.Module):
 # %% ../nbs/07_model.ipynb #1de9922c
 @patch
 def token_idx(self:TTTBase, dtype) -> Tensor:
-    "[b] clamp_min(1/(1..b) + learnable_token_idx, 0) in the inner dtype."
-    base = 1.0 / torch.arange(1, self.mini_batch_size + 1, device=self.learnable_token_idx.device)  # float32, as the official buffer
-    return torch.clamp_min(base.to(dtype) + self.learnable_token_idx.to(dtype), 0.0)
+    "[b] carry weights in the inner dtype: clamp_min(1/(1..b) + learnable_token_idx, 0) unless `carry`/`token_idx_param` say otherwise."
+    base = (1.0 / torch.arange(1, self.mini_batch_size + 1, device=self.learnable_token_idx.device)).to(dtype)  # float32, as the official buffer
+    carry, kind = getattr(self.config, 'carry', 'learned'), getattr(self.config, 'token_idx_param', 'official')
+    if carry == 'on': return base                                # control: fixed at 1/i
+    p = self.learnable_token_idx.to(dtype)
+    if kind == 'official': tok = torch.clamp_min(base + p, 0.0)  # zero gradient below 0: 0 absorbs
+    elif kind == 'softplus': tok = F.softplus(base.expm1().log() + p)  # softplus^-1(1/i) + p: 1/i at p = 0, never 0
+    else: tok = base * p.exp()                                    # 'exp': log-space, 1/i at p = 0
+    if carry == 'off': tok = torch.cat([tok[:-1], tok.new_zeros(1)])  # control: the last position carries nothing
+    return tok
 
 @patch
 def ttt_lr(self:TTTBase, x:Tensor, dtype) -> Tensor:
