@@ -113,7 +113,7 @@ class TTTBase(nn.Module):
             self.conv_q = nn.Conv1d(C, C, K, groups=C, bias=True, padding=K - 1)
             self.conv_k = nn.Conv1d(C, C, K, groups=C, bias=True, padding=K - 1)
         self.learnable_token_idx = nn.Parameter(torch.zeros(self.mini_batch_size))  # p: token_idx = clamp_min(1/(1..b) + p, 0)
-        if config.carry == 'on': self.learnable_token_idx.requires_grad_(False)     # the control fixes token_idx at 1/i
+        if getattr(config, 'carry', 'learned') == 'on': self.learnable_token_idx.requires_grad_(False)  # the control: token_idx fixed at 1/i
         self.learnable_ttt_lr_weight = nn.Parameter(torch.zeros(H, 1, C))          # per-head lr gate
         self.learnable_ttt_lr_bias = nn.Parameter(torch.zeros(H, 1))
         self.ttt_norm_weight = nn.Parameter(torch.ones(H, self.head_dim))          # inner LayerNorm

@@ -5,9 +5,11 @@
 # %% ../../nbs/17_train.build.ipynb #d3c55481
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from .. import data as D
@@ -19,16 +21,34 @@ from .config import TrainConfig
 from .dist import Dist
 
 # %% auto #0
-__all__ = ['build_model', 'mini_batch_size', 'data_pieces']
+__all__ = ['CONTROL_FIELDS', 'MONITOR_SEED', 'control_overrides', 'build_model', 'mini_batch_size', 'DocSubset', 'carve_monitor',
+           'data_pieces']
+
+# %% ../../nbs/17_train.build.ipynb #9261f393
+CONTROL_FIELDS = {'no_inner_loop': ('ttt_base_lr', 0.0), 'carry_on': ('carry', 'on'), 'carry_off': ('carry', 'off')}
+
+def control_overrides(cfg:TrainConfig) -> dict:
+    "The TTTConfig fields `cfg.control` sets ({} for 'none'); a clash with `model_overrides` is an error."
+    if cfg.control == 'none': return {}
+    if cfg.control not in CONTROL_FIELDS: raise ValueError(f"control={cfg.control!r}: use 'none' or one of {list(CONTROL_FIELDS)}")
+    if cfg.model != 'ttt': raise ValueError(f"control={cfg.control!r} applies to TTT models only, not model={cfg.model!r}")
+    k, v = CONTROL_FIELDS[cfg.control]
+    if k in cfg.model_overrides and cfg.model_overrides[k] != v:
+        raise ValueError(f"control={cfg.control!r} sets {k}={v!r} but model_overrides sets {k}={cfg.model_overrides[k]!r}: drop one")
+    return {k: v}
 
 # %% ../../nbs/17_train.build.ipynb #872eb218
 def build_model(cfg:TrainConfig, # preset, overrides or init_from
                 vocab_size:int, # the tokenizer's vocabulary size
                ) -> nn.Module:
     "The model a config asks for: pretrained weights (`init_from`: ours or official) or a fresh preset with overrides."
-    if cfg.init_from is not None: model = load_pretrained(cfg.init_from)
+    ctl = control_overrides(cfg)
+    if cfg.init_from is not None:
+        model = load_pretrained(cfg.init_from)
+        bad = {k: getattr(model.config, k, None) for k, v in ctl.items() if getattr(model.config, k, None) != v}
+        if bad: raise ValueError(f"control={cfg.control!r} needs {ctl} but the init_from checkpoint has {bad}: controls apply to fresh models")
     elif cfg.model == 'ttt':
-        model = TTTForCausalLM(TTTConfig.from_preset(cfg.preset, vocab_size=vocab_size, **cfg.model_overrides))
+        model = TTTForCausalLM(TTTConfig.from_preset(cfg.preset, vocab_size=vocab_size, **{**cfg.model_overrides, **ctl}))
     elif cfg.model in ('transformer', 'swa'):
         kw = dict(vocab_size=vocab_size, **cfg.model_overrides)
         if cfg.model == 'swa': kw.setdefault('sliding_window', cfg.seq_len)
@@ -44,6 +64,49 @@ def build_model(cfg:TrainConfig, # preset, overrides or init_from
 def mini_batch_size(model) -> int:
     "The TTT mini-batch size b (state resets need segment starts at multiples of b); 1 for other models."
     return int(getattr(getattr(model, 'config', None), 'mini_batch_size', 1) or 1)
+
+# %% ../../nbs/17_train.build.ipynb #81c72ea9
+class DocSubset:
+    "Some documents of a `TokenizedCorpus`, not copied: what `TokenStream` reads (`tokens`, document starts `offsets`, `lengths`, `meta`)."
+    def __init__(self, data, # a TokenizedCorpus (or a DocSubset)
+                 keep,       # [n] indices of the documents kept
+                 tag:str):   # added to the split name and corpus hash, e.g. 'monitor'
+        self.keep = np.asarray(keep, dtype=np.int64)
+        self.tokens = data.tokens
+        self.offsets = np.asarray(data.offsets)[self.keep]          # [n] document starts (not back to back: no end entry)
+        self.lengths = np.asarray(data.lengths)[self.keep]          # [n] document lengths
+        self.meta = dict(data.meta, split=f"{data.meta.get('split')}[{tag}]", corpus_hash=f"{data.meta.get('corpus_hash')}[{tag}]")
+        self.ids = [data.ids[i] for i in self.keep.tolist()] if getattr(data, 'ids', None) else None
+    def __len__(self): return len(self.keep)
+    def doc(self, i:int): return self.tokens[self.offsets[i]:self.offsets[i] + self.lengths[i]]
+    @property
+    def n_tokens(self) -> int: return int(self.lengths.sum())
+    @property
+    def vocab_size(self) -> int: return self.meta['vocab_size']
+    @property
+    def eos_id(self) -> int: return self.meta['eos_id']
+    def __repr__(self): return f"DocSubset({self.meta.get('corpus')!r}, split={self.meta['split']!r}, docs={len(self)}, tokens={self.n_tokens})"
+
+MONITOR_SEED = 0   # the monitor's documents do not depend on the run's seed
+
+def carve_monitor(data,          # the tokenized training split
+                  rows:int,      # monitor rows (eval_batch_size)
+                  segments:int,  # segments per row (eval_batches)
+                  seq_len:int,   # W
+                  slack:float=1.25, # carve this many times the segments the monitor reads
+                 ) -> tuple:     # (the rest: a DocSubset for training, the monitor: a DocSubset)
+    "Split a training split into whole documents for training and for the held-out monitor."
+    L = np.asarray(data.lengths, dtype=np.int64)
+    segs = np.where(L >= seq_len + 1, (L - 1) // seq_len, 0)                        # [n_docs] segments of W each gives
+    order = np.random.default_rng(MONITOR_SEED).permutation(np.flatnonzero(segs))   # usable documents in a fixed order
+    need, cum = math.ceil(slack * rows * segments), np.cumsum(segs[order])
+    k = max(int(np.searchsorted(cum, need)) + 1, rows)                              # documents the monitor takes
+    if k >= len(order):
+        raise ValueError(f"heldout_split='monitor': {data.meta.get('corpus')}/{data.meta.get('split')} has {int(cum[-1]) if len(cum) else 0} "
+                         f"segments of W={seq_len} in {len(order)} usable documents; the monitor needs {need} ({slack} x eval_batch_size "
+                         f"x eval_batches) and training the rest: lower eval_batches or use heldout_split='validation'")
+    mon = np.sort(order[:k])
+    return DocSubset(data, np.setdiff1d(np.arange(len(L)), mon), 'minus-monitor'), DocSubset(data, mon, 'monitor')
 
 # %% ../../nbs/17_train.build.ipynb #a8768124
 def data_pieces(cfg:TrainConfig, dist:Dist, need_stream:bool=True, need_heldout:bool=True) -> dict:
@@ -68,13 +131,18 @@ def data_pieces(cfg:TrainConfig, dist:Dist, need_stream:bool=True, need_heldout:
     st = D.corpus_stats(train)
     out['info'] = dict(corpus=st['corpus'], split=st['split'], corpus_hash=st['corpus_hash'], tokenizer=st['tokenizer'],
                        n_docs=st['n_docs'], n_tokens=st['n_tokens'])
+    monitor = None
+    if cfg.heldout_split == 'monitor' and cfg.eval_batches > 0:   # the monitor's documents leave the training stream
+        train, monitor = carve_monitor(train, cfg.eval_batch_size, cfg.eval_batches, cfg.seq_len)
+        out['train'] = train
+        out['info']['monitor'] = dict(split=monitor.meta['split'], n_docs=len(monitor), n_tokens=monitor.n_tokens, seed=MONITOR_SEED)
     if need_stream:
         out['stream'] = D.TokenStream(train, cfg.batch_size // dist.world_size, cfg.seq_len, boundary='align', seed=cfg.seed,
                                       rank=dist.rank, world_size=dist.world_size)
         out['info']['stream'] = out['stream'].stats
     if need_heldout and cfg.eval_batches == 0: out['heldout'] = []   # no held-out loss asked for
     elif need_heldout:
-        held = load(cfg.heldout_split)
+        held = monitor if monitor is not None else load(cfg.heldout_split)
         usable = int((held.lengths >= cfg.seq_len + 1).sum())
         if usable == 0:
             raise ValueError(f"seq_len W={cfg.seq_len} is longer than every document of {cfg.corpus!r}/{cfg.heldout_split!r} "

@@ -14,7 +14,7 @@ from typing import Optional
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['TrainConfig', 'milestone_steps', 'resolve_wandb_mode']
+__all__ = ['CONTROLS', 'INIT_STATES', 'WEIGHT_DECAY_MODES', 'TrainConfig', 'milestone_steps', 'resolve_wandb_mode']
 
 # %% ../../nbs/14_train.config.ipynb #b93b4ea2
 def _coerce_fields(cfg):
@@ -43,7 +43,7 @@ class TrainConfig:
     # --- data
     corpus: str = 'python-stdlib'        # ttt_nb.data.load_corpus name
     split: str = 'train'                 # training split
-    heldout_split: str = 'validation'    # split for the held-out loss (early stopping) and the evaluator
+    heldout_split: str = 'validation'    # split of the held-out monitor (early stopping, convergence); 'monitor': documents carved from `split` that training skips
     tokenizer: str = 'byte'              # 'byte' or a tokenizer folder (e.g. ../shared/data/gpt2-tokenizer)
     seq_len: int = 128                   # W, tokens per training segment; a multiple of the TTT mini-batch size
     batch_size: int = 8                  # global rows per optimizer step (all processes and accumulation chunks together)
@@ -54,14 +54,18 @@ class TrainConfig:
     reset_at_docs: bool = True           # reset a row's state where the stream flags a new document (`reset`)
     reset_every: int = 0                 # >0: also reset every row every N segments (0: never)
     tbptt: int = 1                       # segments per backward pass: the state is detached every `tbptt` segments
+    init_state: str = 'learned'          # a fresh row's state: 'learned' (init_state), 'noise' (learned + N(0, init_noise_std^2) on the fast weights), 'other_sequence' (every segment starts from another row's final state)
+    init_noise_std: float = 0.02         # std of the 'noise' initial state
+    control: str = 'none'                # 'none', 'no_inner_loop' (ttt_base_lr=0), 'carry_on' (token_idx fixed at 1/i), 'carry_off' (last token_idx fixed at 0)
     # --- optimizer and schedule
     lr: float = 3e-3                     # peak learning rate (AdamW)
     lr_end: float = 3e-4                 # floor reached by the cosine at the last optimizer step
     warmup_steps: int = 20               # linear warmup, in optimizer steps
     betas: tuple = (0.9, 0.95)           # AdamW betas
     eps: float = 1e-8                    # AdamW epsilon
-    weight_decay: float = 0.1            # on matrices of linear/conv layers and the lr-gate weight; never norms, biases, embeddings
-    decay_ttt_init: bool = False         # also decay the learned initial fast weights (W1, b1, W2, b2); off: they are a state, not a map
+    weight_decay: float = 0.1            # AdamW weight decay of the parameters `weight_decay_mode` decays
+    weight_decay_mode: str = 'all'       # 'all': every parameter (official ttt-lm-jax); 'matrices': linear/conv matrices and the lr-gate weight only
+    decay_ttt_init: bool = False         # 'matrices' only: also decay the learned initial fast weights (W1, b1, W2, b2)
     grad_clip: float = 1.0               # max global gradient norm (0: no clipping)
     # --- precision and speed
     precision: str = 'auto'              # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16', 'fp16' (CUDA only, with a grad scaler), 'fp32'
@@ -69,6 +73,7 @@ class TrainConfig:
     threads: int = 0                     # torch CPU threads (0: torch's default; 1 is often fastest on shared cores)
     seed: int = 0                        # seeds the model init (same on every rank) and the data order
     device: str = 'auto'                 # 'auto' (cuda:LOCAL_RANK when available, else cpu), 'cpu', 'cuda', 'cuda:1', ...
+    dist_mode: str = 'auto'              # several processes: 'ddp' (DistributedDataParallel), 'fsdp' (FSDP2 sharding), 'auto' (fsdp from 500M parameters)
     out_dir: str = 'runs/train'          # the run folder: config.json, log.jsonl, status.json, checkpoints/, eval/
     # --- checkpoints
     n_checkpoints: int = 5               # evenly spaced checkpoints, step 0 and the last step included (never deleted)
@@ -77,16 +82,18 @@ class TrainConfig:
     keep_last: int = 2                   # periodic checkpoints kept (older ones deleted; evenly spaced ones never)
     # --- held-out loss and early stopping
     eval_every: int = 50                 # held-out loss every N optimizer steps (and at step 0 and the end; 0: only those)
-    eval_batches: int = 4                # consecutive held-out segments per row, `eval_batch_size` x `seq_len` tokens each (the same every time)
+    eval_batches: int = 32               # consecutive held-out segments per row, `eval_batch_size` x `seq_len` tokens each (the same every time; 32 x 8 x 128 = 32k tokens)
     eval_batch_size: int = 8             # held-out rows (contiguous document streams, like training rows)
     heldout_state_passing: Optional[bool] = None  # pass state across held-out segments (None: as `state_passing`)
     patience: int = 0                    # stop after this many held-out evaluations without improvement (0: never)
     min_delta: float = 0.0               # an improvement must lower the held-out loss by more than this
+    converge_tol: float = 0.01           # converged: the 95% CI of the last two held-out losses' paired difference lies within +-tol x loss
     # --- after training
     run_eval: bool = True                # ttt-train evaluates the final checkpoint (ttt_nb.eval.evaluate_checkpoint: probes, position curve, length sweep)
     eval_kwargs: dict = field(default_factory=dict)  # its settings: split, max_docs, max_multiple and evaluate_run arguments
     # --- logging
     log_every: int = 1                   # a log.jsonl line every N steps
+    carry_window: int = 50               # steps in the window of the carry gradient's signal-to-noise (log.jsonl `carry_grad_snr`)
     progress: bool = True                # tqdm bar (rank 0)
     wandb: str = 'auto'                  # 'auto' (online with a configured key, else offline), 'online', 'offline', 'disabled'
     wandb_project: str = 'ttt_nb'        # wandb project
@@ -125,8 +132,31 @@ def validate(self:TrainConfig, world_size:int=1) -> TrainConfig:
     need(self.log_every >= 1 and min(self.eval_every, self.save_every, self.keep_last) >= 0,
          "log_every must be >= 1 and eval_every, save_every, keep_last >= 0")
     need(self.precision in ('auto', 'bf16', 'fp16', 'fp32'), f"precision={self.precision!r}: use auto, bf16, fp16 or fp32")
+    need(self.dist_mode in ('auto', 'ddp', 'fsdp'), f"dist_mode={self.dist_mode!r}: use auto, ddp or fsdp")
     need(self.wandb in ('auto', 'online', 'offline', 'disabled'), f"wandb={self.wandb!r}: use auto, online, offline or disabled")
+    self._validate_controls(world_size)
     return self
+
+# %% ../../nbs/14_train.config.ipynb #423f433f
+CONTROLS = ('none', 'no_inner_loop', 'carry_on', 'carry_off')  # TrainConfig.control
+INIT_STATES = ('learned', 'noise', 'other_sequence')           # TrainConfig.init_state
+WEIGHT_DECAY_MODES = ('all', 'matrices')                       # TrainConfig.weight_decay_mode
+
+@patch
+def _validate_controls(self:TrainConfig, world_size:int=1) -> None:
+    "One ValueError line for a control, initial-state, weight-decay or convergence setting that cannot work."
+    def need(ok, msg):
+        if not ok: raise ValueError(msg)
+    need(self.control in CONTROLS, f"control={self.control!r}: use one of {CONTROLS}")
+    need(self.init_state in INIT_STATES, f"init_state={self.init_state!r}: use one of {INIT_STATES}")
+    need(self.weight_decay_mode in WEIGHT_DECAY_MODES, f"weight_decay_mode={self.weight_decay_mode!r}: use one of {WEIGHT_DECAY_MODES}")
+    need(self.init_noise_std > 0, f"init_noise_std={self.init_noise_std} must be > 0")
+    need(self.init_state != 'other_sequence' or self.state_passing,
+         "init_state='other_sequence' hands each segment another row's final state, which needs state_passing=True")
+    need(self.init_state != 'other_sequence' or self.batch_size // (world_size * self.grad_accum) >= 2,
+         "init_state='other_sequence' needs at least 2 rows per accumulation chunk (batch_size / (world_size x grad_accum) >= 2)")
+    need(self.converge_tol > 0, f"converge_tol={self.converge_tol} must be > 0 (a relative tolerance, e.g. 0.01)")
+    need(self.carry_window >= 2, f"carry_window={self.carry_window} must be >= 2 steps (a signal-to-noise needs a spread)")
 
 # %% ../../nbs/14_train.config.ipynb #1887fb23
 def milestone_steps(cfg:TrainConfig) -> list[int]:

@@ -32,9 +32,11 @@ _NO_DECAY_NAME = re.compile(r'(norm|ln_|_ln|learnable_token_idx|token_idx|embed|
 
 def param_groups(model:nn.Module, # the model to train
                  weight_decay:float, # AdamW weight decay of the decayed group
-                 decay_ttt_init:bool=False, # decay the learned initial fast weights too
+                 decay_ttt_init:bool=False, # 'matrices': decay the learned initial fast weights too
+                 mode:str='matrices', # 'all': every trained parameter (official ttt-lm-jax); 'matrices': the grouping below
                 ) -> tuple[list[dict], dict]: # AdamW groups, and {'decay': names, 'no_decay': names}
-    "Split parameters into a decayed group (matrices of linear/conv layers, the lr-gate weight) and the rest."
+    "Split parameters into a decayed group (all, or matrices of linear/conv layers and the lr-gate weight) and the rest."
+    if mode not in ('all', 'matrices'): raise ValueError(f"weight decay mode {mode!r}: use 'all' or 'matrices'")
     owner = {}
     for _, m in model.named_modules():
         for pname, p in m.named_parameters(recurse=False): owner.setdefault(id(p), (m, pname))
@@ -45,7 +47,8 @@ def param_groups(model:nn.Module, # the model to train
         if id(p) in seen or not p.requires_grad: continue
         seen.add(id(p))
         m, pname = owner[id(p)]
-        if _TTT_INIT.search(name): d = decay_ttt_init
+        if mode == 'all': d = True
+        elif _TTT_INIT.search(name): d = decay_ttt_init
         elif id(p) in embeds or _NO_DECAY_NAME.search(name) or p.ndim < 2 or pname != 'weight' and 'lr_weight' not in pname: d = False
         elif isinstance(m, (nn.Linear, nn.Conv1d)) or 'lr_weight' in pname: d = True
         else: d = False
