@@ -1,0 +1,122 @@
+"""The regime sweep of issue 15: train each configuration of a sweep file and score it on held-out documents.
+
+    python tools/regime_sweep.py sweeps/regime_stdlib.yaml [--only NAME ...] [--jobs-file ...]
+
+Every configuration is a `TrainConfig` (sweep `defaults` + its own fields). A finished configuration has
+`reports/regime/<name>.json` and is skipped, so an interrupted sweep resumes where it stopped (an interrupted
+training run resumes from its newest checkpoint). The JSON holds the configuration, the tokens, the wall and CPU
+time, the hardware and the full-context PPL on the evaluation documents: the 16 documents of the published study
+(`published16`) and every held-out document that reaches the furthest position (`all`).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ttt_nb.checkpoint import latest_checkpoint
+from ttt_nb.core import write_json_atomic
+from ttt_nb.data import load_tokenized
+from ttt_nb.eval import full_context_nll, load_checkpoint, select_documents
+from ttt_nb.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _ppl(nll:list) -> dict:
+    "Token-weighted PPL over documents, and the per-document mean NLLs (for paired comparisons later)."
+    s = np.array([np.nansum(x) for x in nll]); n = np.array([np.sum(~np.isnan(x)) for x in nll])
+    return dict(ppl=float(math.exp(s.sum() / n.sum())), nll=float(s.sum() / n.sum()), docs=len(nll), tokens=int(n.sum()),
+                doc_nll=(s / n).round(6).tolist())
+
+
+def eval_docs(cfg:TrainConfig, split:str, mult:float, published:int=16) -> dict:
+    td = load_tokenized(cfg.corpus, split, cfg.tokenizer)
+    out = {}
+    for name, cap in (('published16', published), ('all', None)):
+        docs, info = select_documents(td, cfg.seq_len, mult, max_docs=cap, fallback=())
+        out[name] = (docs, dict(info, n_docs=len(docs)))
+    return out
+
+
+def run_one(name:str, fields:dict, out_root:Path, res_root:Path, eval_split:str, mult:float) -> dict:
+    cfg = TrainConfig.from_dict(dict(fields, out_dir=str(out_root / name), run_eval=False, progress=False, wandb='disabled'))
+    t0, c0 = time.time(), _cpu_s()
+    resume = latest_checkpoint(cfg.out_dir) is not None
+    summ = Trainer(cfg).fit(resume=resume)
+    train_s, train_cpu = time.time() - t0, _cpu_s() - c0
+    ckpt = latest_checkpoint(cfg.out_dir)
+    model = load_checkpoint(ckpt)
+    res = dict(name=name, config=cfg.to_dict(), train=dict(wall_s=round(train_s, 1), cpu_s=round(train_cpu, 1), resumed=resume,
+               tokens=cfg.steps * cfg.batch_size * cfg.seq_len, n_params=int(sum(p.numel() for p in model.parameters())),
+               final_train_loss=summ.get('final_train_loss'), heldout_loss=summ.get('heldout_loss'), summary=summ),
+               eval=dict(split=eval_split, max_multiple=mult))
+    for k, (docs, info) in eval_docs(cfg, eval_split, mult).items():
+        t1 = time.time()
+        with torch.no_grad(): res['eval'][k] = dict(_ppl(full_context_nll(model, docs)), seconds=round(time.time() - t1, 1),
+                                                    doc_ids=info.get('doc_ids'), corpus_hash=info.get('corpus_hash'))
+    res['hardware'] = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), threads=cfg.threads,
+                           torch=torch.__version__, load_avg_end=os.getloadavg())
+    res['commit'] = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=Path(__import__('ttt_nb').__file__).parents[1],
+                                   capture_output=True, text=True).stdout.strip()
+    write_json_atomic(res, res_root / f'{name}.json')
+    return res
+
+
+def ngram_reference(sweep:dict, res_root:Path, max_order:int=5) -> dict:
+    "The interpolated Kneser-Ney n-gram (orders 1-5) fitted on the training split, on the same documents: reports/regime/ngram.json."
+    from ttt_nb.ngram import fit_on, ngram_nll  # the n-gram module (issue 14); absent in older checkouts
+    fields = dict(sweep.get('defaults', {}))
+    cfg = TrainConfig.from_dict({k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__})
+    ev = sweep.get('eval', {})
+    t0 = time.time()
+    m = fit_on(load_tokenized(cfg.corpus, cfg.split, cfg.tokenizer), max_order)
+    out = dict(kind='interpolated Kneser-Ney', fitted_on=dict(corpus=cfg.corpus, split=cfg.split, tokenizer=cfg.tokenizer),
+               fit_s=round(time.time() - t0, 1), eval={})
+    for k, (docs, _info) in eval_docs(cfg, ev.get('split', 'test'), float(ev.get('max_multiple', 20.5))).items():
+        nll = ngram_nll(m, docs)
+        out['eval'][k] = {str(o): _ppl(v) for o, v in nll.items()}
+    write_json_atomic(out, res_root / 'ngram.json')
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('sweep'); ap.add_argument('--only', nargs='*'); ap.add_argument('--runs-dir', default='runs/regime')
+    ap.add_argument('--results-dir', default=None, help='default: reports/regime/<sweep stem>')
+    ap.add_argument('--ngram', action='store_true', help='only (re)compute the n-gram reference on the same documents')
+    a = ap.parse_args(argv)
+    sw = yaml.safe_load(Path(a.sweep).read_text())
+    res_root = Path(a.results_dir or ROOT / 'reports' / 'regime')
+    if a.ngram:
+        r = ngram_reference(sw, res_root)
+        for k, v in r['eval'].items(): print(k, {o: round(x['ppl'], 3) for o, x in v.items()})
+        return
+    ev = sw.get('eval', {})
+    for run in sw['runs']:
+        name = run['name']
+        if a.only and name not in a.only: continue
+        if (res_root / f'{name}.json').exists(): print(f'{name}: done, skipped'); continue
+        fields = dict(sw.get('defaults', {}), **{k: v for k, v in run.items() if k not in ('name', 'why')})
+        print(f'{name}: training ({fields.get("steps")} steps)', flush=True)
+        r = run_one(name, fields, Path(a.runs_dir), res_root, ev.get('split', 'test'), float(ev.get('max_multiple', 20.5)))
+        print(f"{name}: {r['train']['tokens']} tokens in {r['train']['wall_s']} s; PPL published16 {r['eval']['published16']['ppl']:.3f}, "
+              f"all ({r['eval']['all']['docs']} docs) {r['eval']['all']['ppl']:.3f}", flush=True)
+
+
+if __name__ == '__main__':
+    main()
