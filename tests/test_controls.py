@@ -91,7 +91,7 @@ def test_noise_on_reset_rows_only(tmp_path):
     st = tr.model.init_state(4)
     st.params = [tuple(p + 1.0 for p in layer) for layer in st.params]   # a carried state far from init
     out = tr._start_state(st, torch.tensor([False, True, False, False]), 4)
-    w, w0 = out.params[0][0], tr.model.init_state(4).params[0][0]
+    w, w0 = out.params[0][0].detach(), tr.model.init_state(4).params[0][0].detach()
     assert torch.equal(w[0], w0[0] + 1.0) and torch.equal(w[2:], w0[2:] + 1.0)
     assert not torch.equal(w[1], w0[1]) and float((w[1] - w0[1]).abs().max()) < 0.2
 
