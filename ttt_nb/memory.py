@@ -13,58 +13,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .stats import t_ppf
 from .tokenizers import load_tokenizer
 
 # %% auto #0
-__all__ = ['SCHEMA', 't_quantile', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'carry_weights', 'phase_loss',
-           'effrem_grid', 'effective_remembrance', 'recall_documents', 'recall_summary', 'memory_summary']
+__all__ = ['SCHEMA', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'carry_weights', 'phase_loss', 'effrem_grid',
+           'effective_remembrance', 'recall_documents', 'recall_summary', 'memory_summary']
 
 # %% ../nbs/19a_memory.ipynb #e4b55a80
 SCHEMA = 'ttt_nb.memory/v1'
 
-# %% ../nbs/19a_memory.ipynb #1bf723f6
-def _betacf(a, b, x, eps=1e-15, itmax=300):
-    "Continued fraction of the regularized incomplete beta function (Numerical Recipes 6.4)."
-    qab, qap, qam, c, d = a + b, a + 1, a - 1, 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > 1e-300 else 1e-300); h = d
-    for m in range(1, itmax + 1):
-        for aa in (m * (b - m) * x / ((qam + 2 * m) * (a + 2 * m)), -(a + m) * (qab + m) * x / ((a + 2 * m) * (qap + 2 * m))):
-            d = 1 + aa * d; d = 1 / (d if abs(d) > 1e-300 else 1e-300)
-            c = 1 + aa / c; c = c if abs(c) > 1e-300 else 1e-300
-            h *= d * c
-            last = d * c
-        if abs(last - 1) < eps: break
-    return h
-
-def _betainc(a, b, x):
-    "Regularized incomplete beta I_x(a, b)."
-    if x <= 0: return 0.0
-    if x >= 1: return 1.0
-    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(1 - x)
-    if x < (a + 1) / (a + b + 2): return math.exp(lbt) * _betacf(a, b, x) / a
-    return 1 - math.exp(lbt) * _betacf(b, a, 1 - x) / b
-
-# %% ../nbs/19a_memory.ipynb #921e215d
-def t_quantile(p:float, df:float) -> float:
-    "Quantile of Student's t with `df` degrees of freedom (bisection on the exact CDF)."
-    if not 0 < p < 1 or df <= 0: raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5: return -t_quantile(1 - p, df)
-    tail = 1 - p                                              # P(T > x) = I_{df/(df+x^2)}(df/2, 1/2) / 2
-    lo, hi = 0.0, 1.0
-    while 0.5 * _betainc(df / 2, 0.5, df / (df + hi * hi)) > tail: hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if 0.5 * _betainc(df / 2, 0.5, df / (df + mid * mid)) > tail: lo = mid
-        else: hi = mid
-    return (lo + hi) / 2
-
+# %% ../nbs/19a_memory.ipynb #428507ce
 def mean_ci(x, ci:float=0.95) -> tuple:
     "(mean, lo, hi, n): t-based interval of the mean of the finite values of `x` (one value per document)."
     x = np.asarray(x, dtype=np.float64); x = x[np.isfinite(x)]; n = len(x)
     if n == 0: return (math.nan, math.nan, math.nan, 0)
     m = float(x.mean())
     if n == 1: return (m, math.nan, math.nan, 1)
-    h = t_quantile(0.5 + ci / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    h = t_ppf(0.5 + ci / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return (m, m - h, m + h, n)
 
 def _j(x): return None if x is None or not math.isfinite(x) else float(x)  # strict JSON: NaN -> null
@@ -74,9 +40,9 @@ def wilson_ci(k:int, n:int, ci:float=0.95) -> tuple:
     if n == 0: return (math.nan, math.nan, math.nan)
     z = NormalDist().inv_cdf(0.5 + ci / 2); p = k / n
     c, h = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (p, max(0.0, c - h), min(1.0, c + h))
+    return (p, 0.0 if k == 0 else max(0.0, c - h), 1.0 if k == n else min(1.0, c + h))   # exact ends at 0/n and n/n
 
-# %% ../nbs/19a_memory.ipynb #3dac9144
+# %% ../nbs/19a_memory.ipynb #13b02b78
 class _evaluating:
     "Eval mode under no_grad for a block, then the model's mode back."
     def __init__(self, model): self.model = model
@@ -120,7 +86,7 @@ def _pass(model,
     order = torch.cat([k for k, _ in keep]).argsort()
     return out_nll, torch.cat([v for _, v in keep])[order]
 
-# %% ../nbs/19a_memory.ipynb #eca6e3d3
+# %% ../nbs/19a_memory.ipynb #6d96d3c0
 def context_nll(model,
                 docs,                   # documents: 1-D token id sequences
                 window:int|None=None,   # W: None = full context, else strided windows of W tokens from a fresh state
@@ -150,7 +116,7 @@ def context_nll(model,
                 out[i][a + j0:a + j1 + 1] = nll[r, j0:j1 + 1].numpy()
     return out
 
-# %% ../nbs/19a_memory.ipynb #21c936dd
+# %% ../nbs/19a_memory.ipynb #fc528cb1
 def _ttt_layers(model) -> list:
     "The TTT layers of a ttt_nb TTT model, in order; [] for any other model."
     body = getattr(model, 'model', model)
@@ -173,7 +139,7 @@ def carry_weights(model) -> dict|None:
                 ttt_base_lr=float(model.config.ttt_base_lr),
                 inner_loop_off=float(model.config.ttt_base_lr) == 0.0)  # the fast weights never move: no memory at all
 
-# %% ../nbs/19a_memory.ipynb #1f97463f
+# %% ../nbs/19a_memory.ipynb #98d83ff1
 def phase_loss(nll:dict,        # method name -> per-document NLL arrays (index = position t; NaN = not scored)
                b:int,           # mini-batch size (the phase period)
                min_pos:int=1,   # only positions t >= min_pos (e.g. W + 1: beyond the window, where SW differs from full)
@@ -200,7 +166,7 @@ def phase_loss(nll:dict,        # method name -> per-document NLL arrays (index 
                 methods={k: block(P[k]) for k in names},
                 diff={f'{ref}-{k}': block(P[ref] - P[k]) for k in names[1:]})
 
-# %% ../nbs/19a_memory.ipynb #fd1506c4
+# %% ../nbs/19a_memory.ipynb #652b3436
 def effrem_grid(Ts,               # context lengths T (tokens read before the prediction)
                 b:int=1,          # the mini-batch size: every t is a multiple of b, so x_t:T starts at the phase it has in x_0:T
                 n_t:int=8,        # log-spaced t values in [b, max T)
@@ -217,7 +183,7 @@ def _tv(p:Tensor, q:Tensor) -> Tensor:
     "Total-variation distance between the softmaxes of two logit rows [..., V] (float64)."
     return 0.5 * (torch.softmax(p.double(), -1) - torch.softmax(q.double(), -1)).abs().sum(-1)
 
-# %% ../nbs/19a_memory.ipynb #86c58a22
+# %% ../nbs/19a_memory.ipynb #08937da1
 def effective_remembrance(model,
                           docs,                 # documents: 1-D token id sequences; a T counts the documents with >= T tokens
                           Ts,                   # context lengths T (multiples of b)
@@ -259,7 +225,7 @@ def effective_remembrance(model,
                            n_docs=int(np.isfinite(tv[:, k, keep[0]]).sum()) if keep else 0))
     return dict(b=b, ci=ci, ci_method='t', definition='TV(q(.|x_0:T), q(.|x_t:T)), t a multiple of b', curves=curves)
 
-# %% ../nbs/19a_memory.ipynb #18e1f864
+# %% ../nbs/19a_memory.ipynb #33a4c41f
 def _plant(rng, distance:int, tok, n_pairs:int, key_len:int, value_len:int, per_line:float) -> tuple:
     "One probe text in the synthetic-recall format, its token ids and the token index of the queried value and of its binding."
     letters = np.array(list('abcdefghijklmnopqrstuvwxyz'))
@@ -287,7 +253,7 @@ def _plant(rng, distance:int, tok, n_pairs:int, key_len:int, value_len:int, per_
     n_val = int(np.flatnonzero(tok.char_offsets(text)[:, 0] < len(text) - 2).max()) + 1 - iq  # value tokens (before ';\n')
     return ids, iq, ib, n_val
 
-# %% ../nbs/19a_memory.ipynb #33a9a7a0
+# %% ../nbs/19a_memory.ipynb #664f43dc
 def recall_documents(W:int,                 # the training window
                      ratios=(0.5, 1, 2, 5, 10, 20), # distances r*W between the planted binding and its query
                      n:int=100,             # probe documents per ratio
@@ -308,7 +274,7 @@ def recall_documents(W:int,                 # the training window
                         binding=np.array([d[2] for d in docs]), n_value=np.array([d[3] for d in docs])))
     return out
 
-# %% ../nbs/19a_memory.ipynb #dacb3324
+# %% ../nbs/19a_memory.ipynb #c1d78c0d
 def recall_summary(model,
                    W:int,                     # the training window (the model was trained on gaps shorter than W)
                    ratios=(0.5, 1, 2, 5, 10, 20), # distances r*W between binding and query
@@ -349,7 +315,7 @@ def recall_summary(model,
                 doc=dict(n_pairs=doc_kw.get('n_pairs', 1), key_len=doc_kw.get('key_len', 4), value_len=vl),
                 chance=dict(acc=10.0 ** -vl, first=0.1) if cand is not None else None, rows=rows)
 
-# %% ../nbs/19a_memory.ipynb #d699f987
+# %% ../nbs/19a_memory.ipynb #919c9153
 def memory_summary(model,
                    docs,                      # held-out documents (the evaluator's, cut to max_multiple*W + 1 tokens)
                    W:int,                     # the training window
