@@ -1,4 +1,5 @@
 "Issue 14's run options on the real TTT model: the controls, the initial-state interventions, weight decay, the carry's log, convergence, the monitor split."
+import dataclasses
 import json
 from pathlib import Path
 
@@ -173,3 +174,13 @@ def test_monitor_split_is_carved_from_training(tmp_path):
     _, monitor = carve_monitor(load_tokenized('python-stdlib', 'train', 'byte'), 2, 2, 8)
     assert len(read) >= 4 and read.isdisjoint(monitor.keep.tolist())
     assert set(tr.stream.data.keep.tolist()).isdisjoint(monitor.keep.tolist())
+
+
+def test_convergence_survives_resume(tmp_path):
+    "The per-segment held-out sums travel in the checkpoint: a resumed run's test pairs the evaluation before the stop with the next."
+    cfg = cfg_(tmp_path, eval_every=1, steps=2, save_every=1)
+    Trainer(cfg).fit()
+    tr = Trainer(dataclasses.replace(cfg, steps=3))
+    with pytest.warns(UserWarning, match='steps 2 -> 3'): s = tr.fit(resume=True, allow_config_change=True)
+    assert s['convergence']['steps'] == [2, 3] and s['convergence']['n_tokens'] == 32
+    assert [('seg_nll' in r) for r in tr._heldout_hist] == [False, False, True, True]
