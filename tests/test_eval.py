@@ -12,6 +12,7 @@ from ttt_nb.cli import eval_main as main
 from ttt_nb.cli import eval_run as run_eval
 from ttt_nb.eval import (
     SCHEMA,
+    adjust_multiplicity,
     bin_sums,
     bootstrap_diff,
     bootstrap_ppl,
@@ -25,10 +26,12 @@ from ttt_nb.eval import (
     old_rows,
     probe_edges,
     read_old_summaries,
+    seed_verdicts,
     select_documents,
     sliding_window_nll,
     summarize,
     sweep_lengths,
+    templated,
     truncated_nll,
     window_plan,
 )
@@ -115,13 +118,12 @@ def test_bad_inputs():
                          ids=['b1-exact+strided', 'b4-strided', 'b4-mamba-strided'])
 def test_zero_inner_lr_full_equals_sw(b, backbone, W, S):
     """ttt_base_lr = 0: the fast weights never move, so full context and SW agree at every position.
-    Exact SW shifts TTT's mini-batch phase (RoPE uses position % b), so it is compared at b = 1; strided SW with W and S
-    multiples of b keeps the phase. With the Mamba backbone the convs see 2 * (conv_kernel - 1) tokens per layer, which
-    W - S + 1 must exceed."""
+    Every window starts at the mini-batch phase its first token has in full context, so exact SW agrees at any b.
+    With the Mamba backbone the convs see 2 * (conv_kernel - 1) tokens per layer, which W - S + 1 must exceed."""
     m = _ttt(b=b, backbone=backbone, lr0=True)
     docs = _docs(lens=(150, 97, 130))
     full = full_context_nll(m, docs, chunk=23)
-    kinds = {'strided': S} | ({'exact': None} if b == 1 else {})
+    kinds = {'strided': S} | ({'exact': None} if backbone is None else {})
     for name, s in kinds.items():
         sw = sliding_window_nll(m, docs, W, stride=s)
         assert max(np.nanmax(np.abs(x - y)) for x, y in zip(full, sw, strict=True)) < 1e-10, name
@@ -421,8 +423,94 @@ def test_evaluate_checkpoint_gives_evaluate_run_numbers(tmp_path, monkeypatch):
     td = load_tokenized('synthetic-recall', 'test', 'byte', n_docs=6, min_gap=64)
     docs, info = select_documents(td, 16, max_multiple=5, min_docs=3)
     assert info['max_multiple'] == 5 and all(len(d) == 5 * 16 + 1 for d in docs) and len(docs) == len(info['doc_ids'])
-    a = evaluate_checkpoint(ck, docs, 16, tmp_path / 'a', info, stride=4, min_docs=3, n_boot=20, device='cpu')
+    a = evaluate_checkpoint(ck, docs, 16, tmp_path / 'a', info, stride=4, min_docs=3, n_boot=20, device='cpu', ngram=None, doc_ids=None)
     m = TransformerForCausalLM.from_pretrained(ck).eval()
     b = evaluate_run(m, docs, 16, tmp_path / 'b', stride=4, min_docs=3, n_boot=20, max_multiple=5)
     assert a['probes'] == b['probes'] and a['bins'] == b['bins'] and a['step'] == 10 and a['training']['seeds'] == [3]
     with pytest.raises(ValueError, match='only 0 documents'): select_documents(td, 16, max_multiple=10**5, min_docs=3, fallback=())
+
+
+# --- issue 14: the mini-batch phase, the n-gram reference, statistics, documents
+
+def _carry_off(b=4, layers=2):
+    "A TTT without convs whose last carry weight is 0 after the clamp: nothing crosses a mini-batch boundary."
+    torch.manual_seed(0)
+    m = ttt_model.TTTForCausalLM(ttt_config.TTTConfig.from_preset('tiny', vocab_size=40, hidden_size=32, num_attention_heads=2, intermediate_size=48,
+                                 mini_batch_size=b, num_hidden_layers=layers, pre_conv=False, share_qk=False)).double().eval()
+    with torch.no_grad():
+        for layer in m.model.layers: layer.seq_modeling_block.learnable_token_idx[-1] = -1.0 / b
+    return m
+
+def test_carry_off_full_equals_sw_for_every_stride_and_exact():
+    "Carry off: full == SW exactly (every scored token's window holds its mini-batch from its start: S <= W - b + 1), exact SW too."
+    b, W = 4, 16
+    m, docs = _carry_off(b), _docs(lens=(70, 53, 90))
+    full = full_context_nll(m, docs)
+    for S in (None, 1, 2, 3, 5, 6, 7, W - b + 1):
+        sw = sliding_window_nll(m, docs, W, stride=S)
+        assert max(np.nanmax(np.abs(x - y)) for x, y in zip(full, sw, strict=True)) == 0.0, S
+    old = sliding_window_nll(m, docs, W, stride=3, keep_phase=False)    # windows at phase 0: up to ~0.4 nats off
+    assert max(np.nanmax(np.abs(x - y)) for x, y in zip(full, old, strict=True)) > 0.05
+
+def test_linear_edges_keep_the_last_position():
+    for T, W in ((129, 32), (65, 64), (2, 8), (100, 33), (34, 33)):
+        e = linear_edges(T, W)
+        assert e[-1] > T - 1 and bin_sums([np.r_[np.nan, np.ones(T - 1)]], e)[1].sum() == T - 1, (T, W, e)
+
+def test_ngram_references_regime_and_endpoints(tmp_path):
+    "The n-gram orders are reference methods: binned and probed with CIs, in `references`, `ngram`, `regime`, never SW comparators."
+    rng = np.random.default_rng(0)
+    pats = [rng.integers(0, 40, 7) for _ in range(10)]
+    train = [np.tile(p, 30) for p in pats]                                    # periodic text: high orders predict it
+    docs = [np.tile(p, 25)[:161] for p in pats[:6]]
+    m = _transformer()
+    s = evaluate_run(m, docs, 16, tmp_path, stride=8, n_boot=100, min_docs=3, max_multiple=10, ngram=train, ngram_orders=(1, 2, 3))
+    assert s['references'] == ['ngram1', 'ngram2', 'ngram3'] and s['ci_method'] == 'boot-t'
+    assert set(s['ngram']['ppl']) == {'1', '2', '3'} and s['ngram']['ppl']['3'] < s['ngram']['ppl']['1']
+    assert s['ngram']['kind'] == 'interpolated Kneser-Ney' and s['ngram']['fitted_on']['tokens'] == 2100
+    for p in s['probes']: assert 'ngram3' in p['ppl'] and not any('ngram' in k for k in p['diff'])
+    assert not any('ngram' in k for k in s['bins']['linear']['diff'])
+    assert s['regime']['beats'] == 'none' and not s['regime']['far_context_claims']   # an untrained model beats no n-gram
+    assert s['endpoints']['adjustment'] == 'holm' and s['endpoints']['primary'] == ['probe 10xW full-sw_strided']
+    assert all(q is None or q >= p for q, p in zip(s['bins']['log']['diff']['full-sw_strided']['p_holm'], s['bins']['log']['diff']['full-sw_strided']['p']))
+    assert seed_verdicts([s]) and 'sw_ppl_at_1xW' in s
+    assert json.loads((tmp_path / 'summary.json').read_text())['regime'] == s['regime']
+
+def test_holm_primary_family_is_the_two_probes():
+    a, b = _synthetic(0.1, D=8, T=420)
+    s = summarize({'full': a, 'sw_strided': b}, W=20, n_boot=100)
+    ep = adjust_multiplicity(s)
+    assert ep['primary'] == ['probe 10xW full-sw_strided', 'probe 20xW full-sw_strided'] and ep['exploratory'] > 10
+    pr = {p['r']: p['diff']['full-sw_strided'] for p in s['probes']}
+    assert pr[10]['p_holm'] <= 2 * pr[10]['p'] + 1e-12 and pr[1]['p_holm'] >= pr[1]['p']
+
+def test_select_documents_all_seeded_draw_and_templated():
+    from ttt_nb.data import Corpus, tokenize
+    texts = ['x' * n for n in (50, 300, 310, 320, 330, 340, 350, 360)]
+    ids = ['a.py', 'encodings/cp737.py', 'b.py', 'encodings/mac_turkish.py', 'c.py', '_sysconfigdata_x.py', 'd.py', 'e.py']
+    import tempfile
+    td = tokenize(Corpus('toy', 'test', texts, ids), 'byte', tempfile.mkdtemp())
+    docs, info = select_documents(td, 16, max_multiple=10, min_docs=3)
+    assert len(docs) == 7 and info['draw'] == 'all'                               # every document long enough, not the first 64
+    assert info['templated'] == ['encodings/cp737.py', 'encodings/mac_turkish.py', '_sysconfigdata_x.py']
+    d1 = select_documents(td, 16, max_multiple=10, max_docs=4, min_docs=3, seed=1)[1]['doc_ids']
+    d2 = select_documents(td, 16, max_multiple=10, max_docs=4, min_docs=3, seed=2)[1]['doc_ids']
+    assert len(d1) == 4 and d1 != d2 and d1 == select_documents(td, 16, max_multiple=10, max_docs=4, min_docs=3, seed=1)[1]['doc_ids']
+    assert templated('Lib/encodings/ptcp154.py') and templated('ptcp154.py') and not templated('email/encoders.py')
+
+def test_sensitivity_without_templated_documents(tmp_path):
+    docs = _docs(lens=(90, 80, 85, 95, 70))
+    ids = ['a.py', 'encodings/cp1.py', 'b.py', 'c.py', 'd.py']
+    s = evaluate_run(_transformer(), docs, 16, tmp_path, stride=8, n_boot=50, min_docs=2, max_multiple=5, doc_ids=ids)
+    se = s['sensitivity']
+    assert se['excluded'] == ['encodings/cp1.py'] and se['n_docs'] == 4 and 'full' in se['overall']
+    with pytest.raises(ValueError, match='doc_ids'): evaluate_run(_transformer(), docs, 16, tmp_path, doc_ids=ids[:2])
+
+def test_memory_block_for_ttt(tmp_path):
+    "TTT models get `summary['memory']` by default (ttt_nb.memory.memory_summary); baselines do not."
+    docs = _docs(lens=(70, 66, 80))
+    s = evaluate_run(_ttt(b=4), docs, 16, tmp_path, stride=8, n_boot=20, min_docs=2, max_multiple=4, truncation=False,
+                     memory_kwargs=dict(n_t=2, max_docs=2, ratios=(1, 2)))
+    assert 'memory' in s and 'error' not in s['memory'], s.get('memory')
+    t = evaluate_run(_transformer(), docs, 16, tmp_path, stride=8, n_boot=20, min_docs=2, max_multiple=4, truncation=False)
+    assert 'memory' not in t and t['convergence']['label'].startswith('convergence unknown')

@@ -18,16 +18,20 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from . import data as D
+from . import stats as ST
 from .checkpoint import load_pretrained
 from .core import as_device, as_dtype, hardware_info, sha256_of, write_json_atomic
 from .core import utc_now as _now
+from .memory import memory_summary
+from .ngram import NGram, fit_ngram, fit_on, ngram_nll
 
 # %% auto #0
-__all__ = ['PROBE_RATIOS', 'SCHEMA', 'as_docs', 'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll',
-           'linear_edges', 'log_edges', 'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges',
-           'sweep_lengths', 'length_sweep', 'summarize', 'compat_keys', 'evaluate_run', 'log_wandb_summary',
-           'load_summary', 'seed_verdicts', 'read_old_summaries', 'old_rows', 'select_documents', 'load_checkpoint',
-           'evaluate_checkpoint']
+__all__ = ['CI_METHOD', 'PROBE_RATIOS', 'SCHEMA', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'TEMPLATED', 'MEMORY_DEFAULTS', 'as_docs',
+           'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll', 'linear_edges', 'log_edges',
+           'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges', 'sweep_lengths', 'length_sweep',
+           'is_reference', 'summarize', 'compat_keys', 'regime', 'adjust_multiplicity', 'templated', 'convergence',
+           'evaluate_run', 'log_wandb_summary', 'load_summary', 'seed_verdicts', 'read_old_summaries', 'old_rows',
+           'select_documents', 'load_checkpoint', 'evaluate_checkpoint', 'run_ngram']
 
 # %% ../nbs/19_eval.ipynb #63590cc9
 def as_docs(docs) -> list[np.ndarray]:
@@ -105,6 +109,13 @@ def window_plan(
     return np.stack([a, j0, j1], 1).astype(np.int64)
 
 # %% ../nbs/19_eval.ipynb #01652db8
+def _phase_period(model) -> int:
+    "The mini-batch size b of a TTT model (its state has a phase), else 1."
+    b = getattr(getattr(model, 'config', None), 'mini_batch_size', None)
+    return int(b) if b and hasattr(model.init_state(1), 'offset') else 1
+
+def _chunks(idx:np.ndarray, n:int) -> list: return [idx[i:i + n] for i in range(0, len(idx), n)]
+
 def sliding_window_nll(
     model,                  # any ttt_nb language model (common interface)
     docs,                   # held-out documents: 1-D token id sequences
@@ -113,6 +124,7 @@ def sliding_window_nll(
     max_tokens:int|None=None, # input tokens per forward call (windows batched across documents); default 2**14 (CPU), 2**16 (CUDA)
     max_logits:int|None=None, # bound on the logits buffer (windows * W * vocab) per call; default 2**26 (CPU), 2**29 (CUDA)
     device=None,            # move the model here first (default: where it is)
+    keep_phase:bool=True,   # TTT: start each window at the mini-batch phase its first token has in full context (state offset)
 ) -> list[np.ndarray]:      # per document, float64 [T]: NLL at t; index 0 is NaN
     "Per-token loss when every prediction sees at most `window` previous tokens, each window from a fresh state."
     docs = as_docs(docs); S = 1 if stride is None else stride
@@ -128,14 +140,19 @@ def sliding_window_nll(
     if max_tokens is None: max_tokens = 2**16 if dev.type == "cuda" else 2**14
     if max_logits is None: max_logits = 2**29 if dev.type == "cuda" else 2**26
     nb = max(1, min(max_tokens // window, max_logits // (window * V)))
+    b = _phase_period(model) if keep_phase else 1
+    plan = plan[np.argsort(plan[:, 1] % b, kind='stable')]                       # windows of one phase batch together
+    batches = [r for ph in np.unique(plan[:, 1] % b) for r in _chunks(np.flatnonzero(plan[:, 1] % b == ph), nb)]
     ar = torch.arange(window + 1, device=dev)
     starts, lens = torch.as_tensor(offs[:-1], device=dev), torch.as_tensor(np.diff(offs), device=dev)
     with _evaluating(model):
-        for b0 in range(0, len(plan), nb):
-            doc, a, j0, j1 = torch.from_numpy(plan[b0:b0 + nb]).to(dev).unbind(1)       # each [n]
+        for rows_ in batches:
+            doc, a, j0, j1 = torch.from_numpy(plan[rows_]).to(dev).unbind(1)           # each [n]
             idx = starts[doc][:, None] + torch.minimum(a[:, None] + ar[None], lens[doc][:, None] - 1)  # [n, W+1] (clamped at the end)
             tok = flat[idx]
-            logits = model(tok[:, :-1], state=model.init_state(len(doc)), return_state=False).logits  # [n, W, V]
+            st = model.init_state(len(doc))
+            if b > 1: st.offset = int(plan[rows_[0], 1] % b)                          # the phase of token a in full context
+            logits = model(tok[:, :-1], state=st, return_state=False).logits           # [n, W, V]
             j = ar[:-1][None]
             keep = (j >= j0[:, None]) & (j < j1[:, None])                           # [n, W] scored positions
             nll = _token_nll(logits[keep], tok[:, 1:][keep])                        # [scored]
@@ -157,7 +174,7 @@ def linear_edges(T:int, # the longest document (tokens); positions are 1..T-1
                  W:int, # bin width
                 ) -> np.ndarray:
     "Bin edges 1, W, 2W, ... covering positions 1..T-1 (the first bin is [1, W))."
-    return np.unique(np.r_[1, np.arange(W, T - 1 + W, W)]).astype(np.int64)
+    return np.unique(np.r_[1, np.arange(W, T + W, W)]).astype(np.int64)   # the last edge is > T-1, so T-1 is in a bin
 
 def log_edges(T:int, per_octave:int=2) -> np.ndarray:
     "Log-spaced integer bin edges from 1 past T-1, about `per_octave` bins per doubling."
@@ -177,32 +194,20 @@ def bin_sums(nll_docs:list,    # per-document NLL arrays (index = position; NaN 
         np.add.at(S[i], k[ok], x[t[ok]]); np.add.at(N[i], k[ok], 1)
     return S, N
 
-def _resample(D:int, n_boot:int, seed:int) -> np.ndarray:
-    "[n_boot, D] counts: how often each document is drawn in each bootstrap replicate."
-    return np.random.default_rng(seed).multinomial(D, np.full(D, 1 / D), size=n_boot).astype(np.float64)
+CI_METHOD = 'boot-t'   # the interval every summary uses (`ttt_nb.stats.CI_METHODS`), recorded as `ci_method`
 
-def _ci(reps, ci):
-    with np.errstate(all='ignore'):
-        q = np.nanpercentile(reps, [50 * (1 - ci), 50 * (1 + ci)], axis=0) if np.isfinite(reps).any() else np.full((2,) + reps.shape[1:], np.nan)
-    return q[0], q[1]
+def bootstrap_ppl(S:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95, method:str=CI_METHOD) -> dict:
+    "Token-weighted PPL per bin with a CI over documents (`ttt_nb.stats.ratio_ci`), and the tokens and documents behind each bin."
+    r = ST.ratio_ci(S, N, method, ci, n_boot, seed)
+    with np.errstate(all='ignore'): ppl, lo, hi = np.exp(r['mean']), np.exp(r['lo']), np.exp(r['hi'])
+    return dict(ppl=ppl, lo=lo, hi=hi, tokens=np.asarray(N).sum(0).astype(np.int64), docs=r['docs'])
 
-def bootstrap_ppl(S:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95) -> dict:
-    "Token-weighted PPL per bin with a document-bootstrap CI, and the tokens and documents behind each bin."
-    with np.errstate(all='ignore'):
-        ppl = np.exp(S.sum(0) / N.sum(0))
-        C = _resample(S.shape[0], n_boot, seed)
-        lo, hi = _ci(np.exp((C @ S) / (C @ N)), ci)
-    return dict(ppl=ppl, lo=lo, hi=hi, tokens=N.sum(0).astype(np.int64), docs=(N > 0).sum(0).astype(np.int64))
-
-def bootstrap_diff(Sa:np.ndarray, Sb:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95) -> dict:
-    "Paired mean NLL difference a - b per bin (token-weighted over documents, nats/token) with a document-bootstrap CI."
+def bootstrap_diff(Sa:np.ndarray, Sb:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95, method:str=CI_METHOD) -> dict:
+    "Paired mean NLL difference a - b per bin (token-weighted over documents, nats/token) with a CI over documents and a p-value."
     if Sa.shape != Sb.shape or Sa.shape != N.shape: raise ValueError("paired sums must have the same shape")
-    with np.errstate(all='ignore'):
-        mean = (Sa - Sb).sum(0) / N.sum(0)
-        C = _resample(N.shape[0], n_boot, seed)
-        lo, hi = _ci((C @ (Sa - Sb)) / (C @ N), ci)
-    return dict(mean=mean, lo=lo, hi=hi, excludes_zero=(lo > 0) | (hi < 0),
-                tokens=N.sum(0).astype(np.int64), docs=(N > 0).sum(0).astype(np.int64))
+    r = ST.ratio_ci(Sa - Sb, N, method, ci, n_boot, seed)
+    return dict(mean=r['mean'], lo=r['lo'], hi=r['hi'], excludes_zero=(r['lo'] > 0) | (r['hi'] < 0), p=r['p'],
+                tokens=N.sum(0).astype(np.int64), docs=r['docs'])
 
 # %% ../nbs/19_eval.ipynb #aa0f7198
 PROBE_RATIOS = (0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -226,7 +231,7 @@ def length_sweep(nll:dict,        # method name -> per-document NLL arrays (same
                  W:int,            # the training window
                  lengths=None,     # default: `sweep_lengths(W)`
                  min_docs:int=5,   # lengths with fewer long-enough documents are skipped
-                 n_boot:int=1000, seed:int=0) -> dict:
+                 n_boot:int=1000, seed:int=0, ci_method:str=CI_METHOD) -> dict:
     "Whole-sequence PPL of the first L tokens of every document at least L long, per method, with bootstrap CIs."
     lengths = sweep_lengths(W) if lengths is None else np.asarray(lengths, dtype=np.int64)
     lens = np.array([len(x) for x in next(iter(nll.values()))])
@@ -237,12 +242,16 @@ def length_sweep(nll:dict,        # method name -> per-document NLL arrays (same
         res['lengths'].append(L); res['docs'].append(int(len(keep))); res['tokens'].append(int(len(keep) * (L - 1)))
         for m, xs in nll.items():
             S = np.array([[np.nansum(xs[i][1:L])] for i in keep]); N = np.array([[np.sum(~np.isnan(xs[i][1:L]))] for i in keep])
-            b = bootstrap_ppl(S, N, n_boot, seed)
+            b = bootstrap_ppl(S, N, n_boot, seed, method=ci_method)
             for k in ('ppl', 'lo', 'hi'): res['methods'][m][k].append(float(b[k][0]))
     return res
 
 # %% ../nbs/19_eval.ipynb #9546b3df
 SCHEMA = 'ttt_nb.eval.summary/v1'
+
+def is_reference(method:str) -> bool:
+    "A reference method (the n-gram's `ngram1`..`ngram5`): binned and probed like the model, never an SW comparator."
+    return bool(re.fullmatch(r'ngram\d+', method))
 
 def summarize(
     nll:dict,               # method -> per-document NLL arrays; must hold 'full'; others: 'sw_strided', 'sw_exact', 'truncated'
@@ -253,6 +262,7 @@ def summarize(
     seed:int=0,             # bootstrap seed
     per_octave:int=2,       # log bins per doubling of position
     lengths=None,           # length sweep lengths (default 20 from 0.5W to 10W)
+    ci_method:str=CI_METHOD, # interval over documents (`ttt_nb.stats.CI_METHODS`)
 ) -> dict:
     "Binned PPL with CIs, paired differences full - comparator, probes and the length sweep (no metadata)."
     if 'full' not in nll: raise ValueError("nll must hold the 'full' context losses")
@@ -262,11 +272,15 @@ def summarize(
     for m, xs in nll.items():
         if [len(x) for x in xs] != [len(x) for x in nll['full']]: raise ValueError(f"method {m!r} does not cover the same documents")
     T = max(len(x) for x in nll['full'])
-    comps = [m for m in nll if m != 'full']
-    out = dict(W=W, n_docs=D, n_tokens=int(sum(np.sum(~np.isnan(x)) for x in nll['full'])), methods=list(nll))
+    refs = [m for m in nll if is_reference(m)]
+    comps = [m for m in nll if m != 'full' and m not in refs]   # the SW comparators; references get no diff block
+    out = dict(W=W, n_docs=D, n_tokens=int(sum(np.sum(~np.isnan(x)) for x in nll['full'])), methods=list(nll),
+               references=refs, ci_method=ci_method, ci_method_description=ST.CI_METHODS[ci_method])
+    bp = lambda S_, N_: bootstrap_ppl(S_, N_, n_boot, seed, method=ci_method)
+    bd = lambda Sa, Sb, N_: bootstrap_diff(Sa, Sb, N_, n_boot, seed, method=ci_method)
     # overall
     tot = {m: bin_sums(xs, np.array([1, T + 1])) for m, xs in nll.items()}
-    out['overall'] = {m: _tolist(bootstrap_ppl(*tot[m], n_boot, seed)) for m in nll}
+    out['overall'] = {m: _tolist(bp(*tot[m])) for m in nll}
     out['overall'] = {m: {k: v[0] for k, v in d.items()} for m, d in out['overall'].items()}
     # bins
     out['bins'] = {}
@@ -275,8 +289,8 @@ def summarize(
         lo, hi = edges[:-1], edges[1:]
         b = dict(edges=edges.tolist(), center=((lo + hi - 1) / 2 if kind == 'linear' else np.sqrt(lo * (hi - 1).clip(1))).tolist(),
                  tokens=sums['full'][1].sum(0).astype(int).tolist(), docs=(sums['full'][1] > 0).sum(0).astype(int).tolist(),
-                 ppl={m: _tolist(bootstrap_ppl(*sums[m], n_boot, seed)) for m in nll},
-                 diff={f'full-{c}': _tolist(bootstrap_diff(sums['full'][0], sums[c][0], sums['full'][1], n_boot, seed)) for c in comps})
+                 ppl={m: _tolist(bp(*sums[m])) for m in nll},
+                 diff={f'full-{c}': _tolist(bd(sums['full'][0], sums[c][0], sums['full'][1])) for c in comps})
         out['bins'][kind] = b
     # probes
     pe = probe_edges(W, ratios)
@@ -288,17 +302,19 @@ def summarize(
         N = sums['full'][1]; nd = int((N > 0).sum())
         if nd < min_docs: out['probes_skipped'].append(dict(r=float(r), lo=lo_, hi=hi_, docs=nd)); continue
         pr = dict(r=float(r), position=int(round(float(r) * W)), lo=lo_, hi=hi_, tokens=int(N.sum()), docs=nd,
-                  ppl={m: {k: v[0] for k, v in _tolist(bootstrap_ppl(*sums[m], n_boot, seed)).items()} for m in nll},
-                  diff={f'full-{c}': {k: v[0] for k, v in _tolist(bootstrap_diff(sums['full'][0], sums[c][0], N, n_boot, seed)).items()} for c in comps})
+                  ppl={m: {k: v[0] for k, v in _tolist(bp(*sums[m])).items()} for m in nll},
+                  diff={f'full-{c}': {k: v[0] for k, v in _tolist(bd(sums['full'][0], sums[c][0], N)).items()} for c in comps})
         out['probes'].append(pr)
-    out['length_sweep'] = length_sweep(nll, W, lengths, min_docs, n_boot, seed)
+    out['length_sweep'] = length_sweep(nll, W, lengths, min_docs, n_boot, seed, ci_method)
+    if refs: out['regime'] = regime(nll, n_boot, seed, ci_method)
     out.update(compat_keys(out))
+    out['endpoints'] = adjust_multiplicity(out)
     return out
 
 # %% ../nbs/19_eval.ipynb #8c78ccea
 def compat_keys(summary:dict, sw:str|None=None) -> dict:
     "The keys of the replaced study: `ttt_ppl_at_{r}xW` (full context), `sw_ppl_at_{r}xW`, `improvement_at_{r}xW` = 100 (sw - ttt) / sw."
-    comps = [m for m in summary['methods'] if m != 'full']
+    comps = [m for m in summary['methods'] if m != 'full' and not is_reference(m)]
     sw = sw or next((m for m in ('sw_strided', 'sw_exact') if m in comps), comps[0] if comps else None)
     out = {}
     for p in summary['probes']:
@@ -307,14 +323,75 @@ def compat_keys(summary:dict, sw:str|None=None) -> dict:
             s = p['ppl'][sw]['ppl']; out[f'sw_ppl_at_{r}xW'] = s; out[f'improvement_at_{r}xW'] = 100 * (s - t) / s
     return out
 
+# %% ../nbs/19_eval.ipynb #regime01
+NGRAM_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram', 4: '4-gram', 5: '5-gram'}
+
+def regime(nll:dict,               # method -> per-document NLL arrays: 'full' and references 'ngram1'..'ngram5'
+           n_boot:int=1000, seed:int=0, ci_method:str=CI_METHOD,
+          ) -> dict:               # beats, order, ppl_full, far_context_claims, label, orders {n: ppl, diff, lo, hi}
+    "Where the model stands: the highest order n such that it beats the n-grams of orders 1..n (paired CI of full - ngram_k below zero)."
+    T = max(len(x) for x in nll['full']); e = np.array([1, T + 1])
+    Sf, N = bin_sums(nll['full'], e); orders, best, chain = {}, 0, True
+    for n in sorted(int(m[5:]) for m in nll if is_reference(m)):
+        Sr, _ = bin_sums(nll[f'ngram{n}'], e)
+        d = bootstrap_diff(Sf, Sr, N, n_boot, seed, method=ci_method)
+        orders[str(n)] = dict(ppl=float(np.exp(Sr.sum() / N.sum())), diff=float(d['mean'][0]), lo=float(d['lo'][0]), hi=float(d['hi'][0]))
+        chain = chain and bool(d['hi'][0] < 0) and n == best + 1
+        if chain: best = n
+    name = NGRAM_NAMES.get(best, f'{best}-gram') if best else 'none'
+    far = best >= 3
+    label = (f"beats the {name} (paired CI)" if best else "beats no n-gram") + ("" if far else
+             ": does not beat the trigram, so it uses one or two tokens of context; no claim about far context")
+    return dict(beats=name, order=best, ppl_full=float(np.exp(Sf.sum() / N.sum())), far_context_claims=far, label=label,
+                rule='highest n with the paired CI of full - ngram_k (overall, nats/token) below zero for every k <= n', orders=orders)
+
+# %% ../nbs/19_eval.ipynb #holm01
+PRIMARY_RATIOS = (10, 20)   # the pre-declared primary endpoints: paired full - SW at 10W and 20W (the final checkpoint's)
+
+def _diff_entries(s:dict) -> list:
+    "[(label, dict, index or None)] for every paired difference in a summary (bins per bin, probes, truncation)."
+    out = []
+    for kind, b in s.get('bins', {}).items():
+        for k, d in b.get('diff', {}).items(): out += [(f'bins.{kind}[{i}] {k}', d, i) for i in range(len(d['mean']))]
+    for p in s.get('probes', []):
+        for k, d in p['diff'].items(): out.append((f'probe {fmt_r(p["r"])}xW {k}', d, None))
+    if 'diff' in s.get('truncation', {}): out.append(('truncation full-truncated', s['truncation']['diff'], None))
+    return out
+
+def adjust_multiplicity(s:dict,                      # a summary (`summarize`), changed in place: `p_holm`, `excludes_zero_holm`
+                        primary=PRIMARY_RATIOS,      # probe ratios of the primary endpoints
+                        alpha:float=0.05,            # family-wise error rate
+                       ) -> dict:                    # the `endpoints` block
+    "Holm within the primary endpoints and, separately, within every other paired difference (labelled exploratory)."
+    comps = [m for m in s['methods'] if m != 'full' and not is_reference(m)]
+    sw = next((m for m in ('sw_strided', 'sw_exact') if m in comps), None)
+    prim = {f'probe {fmt_r(r)}xW full-{sw}' for r in primary} if sw else set()
+    ents = _diff_entries(s)
+    for fam in (True, False):
+        es = [e for e in ents if (e[0] in prim) == fam]
+        p = np.array([(d['p'][i] if i is not None else d['p']) if d.get('p') is not None else np.nan for _, d, i in es], dtype=np.float64)
+        adj = ST.holm(p)
+        for (_, d, i), q in zip(es, adj):
+            q = None if not np.isfinite(q) else float(q)
+            if i is None: d['p_holm'], d['excludes_zero_holm'] = q, (q is not None and q < alpha)
+            else:
+                d.setdefault('p_holm', [None] * len(d['mean'])); d.setdefault('excludes_zero_holm', [False] * len(d['mean']))
+                d['p_holm'][i], d['excludes_zero_holm'][i] = q, (q is not None and q < alpha)
+    found = [e[0] for e in ents if e[0] in prim]
+    return dict(primary=sorted(found), primary_declared=sorted(prim), primary_missing=sorted(prim - set(found)),
+                exploratory=len(ents) - len(found), adjustment='holm', alpha=alpha,
+                note='primary: the final checkpoint\'s paired full - SW difference at 10W and 20W (Holm over the two); '
+                     'every other interval is exploratory (nominal CI; p_holm adjusted over all of them in this summary)')
+
 # %% ../nbs/19_eval.ipynb #970000f2
-def _truncation_block(nll:dict, W:int, n_boot:int, seed:int) -> dict:
+def _truncation_block(nll:dict, W:int, n_boot:int, seed:int, ci_method:str=CI_METHOD) -> dict:
     "Positions beyond 2W: full state against the state reset one window back."
     T = max(len(x) for x in nll['full'])
     if T <= 2 * W + 1: return dict(positions='t > 2W', tokens=0, docs=0)
     e = np.array([2 * W + 1, T])
     (Sf, N), (St, _) = bin_sums(nll['full'], e), bin_sums(nll['truncated'], e)
-    pf, pt, d = bootstrap_ppl(Sf, N, n_boot, seed), bootstrap_ppl(St, N, n_boot, seed), bootstrap_diff(Sf, St, N, n_boot, seed)
+    pf, pt = bootstrap_ppl(Sf, N, n_boot, seed, method=ci_method), bootstrap_ppl(St, N, n_boot, seed, method=ci_method)
+    d = bootstrap_diff(Sf, St, N, n_boot, seed, method=ci_method)
     one = lambda b: {k: (v[0].item() if isinstance(v, np.ndarray) else v) for k, v in b.items()}
     return dict(positions='t > 2W', definition='truncated: a token in segment k (tokens kW..kW+W-1) is read from a fresh state that has seen only segment k-1 before it (context W+1..2W)',
                 tokens=int(N.sum()), docs=int((N > 0).sum()), ppl=dict(full=one(pf), truncated=one(pt)), diff=one(d))
@@ -334,6 +411,69 @@ def _versions() -> dict:
 
     from ttt_nb import __version__
     return dict(ttt_nb=__version__, torch=torch.__version__, transformers=transformers.__version__, numpy=np.__version__)
+
+# %% ../nbs/19_eval.ipynb #refs01
+TEMPLATED = (r'(^|/)encodings/', r'(^|/)mac_[^/]*\.py$', r'(^|/)ptcp154\.py$', r'(^|/)_sysconfigdata[^/]*\.py$')  # the one rule
+
+def templated(doc_id:str) -> bool:
+    "A heavily templated document (generated tables, codecs: python-stdlib `encodings/*`, `mac_*`, `ptcp154`, `_sysconfigdata*`)."
+    return any(re.search(p, str(doc_id)) for p in TEMPLATED)
+
+def _as_ngram(ngram, model, orders) -> tuple:
+    "(NGram, fit seconds) from a fitted NGram, a tokenized training split, or training documents; (None, 0) for None/False."
+    if ngram is None or ngram is False: return None, 0.0
+    t0 = time.perf_counter()
+    if isinstance(ngram, NGram): m = ngram
+    elif isinstance(ngram, D.TokenizedCorpus): m = fit_on(ngram, max(orders))
+    else:
+        V = getattr(getattr(model, 'config', None), 'vocab_size', None)
+        if V is None: raise ValueError("training documents for the n-gram need the model's config.vocab_size; pass a fitted NGram instead")
+        m = fit_ngram(as_docs(ngram), int(V), max(orders), meta=dict(kind='interpolated Kneser-Ney', corpus='(documents given)'))
+    if max(orders) > m.order: raise ValueError(f"n-gram orders {tuple(orders)} exceed the fitted order {m.order}")
+    return m, round(time.perf_counter() - t0, 3)
+
+def _ngram_block(m:NGram, orders, nll:dict, secs:dict) -> dict:
+    "The summary's `ngram` entry: what it is, what it was fitted on, its overall PPL per order."
+    mt = m.meta
+    ppl = {str(n): float(np.exp(np.nansum(np.concatenate(nll[f'ngram{n}'])) / np.sum(~np.isnan(np.concatenate(nll[f'ngram{n}']))))) for n in orders}
+    return dict(kind=mt.get('kind', 'interpolated Kneser-Ney'), orders=list(orders), discounts=m.discount,
+                fitted_on=dict(corpus=mt.get('corpus'), split=mt.get('split'), corpus_hash=mt.get('corpus_hash'),
+                               tokenizer=mt.get('tokenizer'), tokens=mt.get('tokens'), docs=mt.get('docs')),
+                ppl=ppl, seconds=secs)
+
+# %% ../nbs/19_eval.ipynb #refs02
+def _sensitivity(nll:dict, W:int, doc_ids:list, min_docs:int, n_boot:int, seed:int, ci_method:str) -> dict:
+    "The headline numbers again without the templated documents (`templated`)."
+    drop = [i for i, d in enumerate(doc_ids) if templated(d)]
+    res = dict(rule='eval.templated: ' + ', '.join(TEMPLATED), excluded=[str(doc_ids[i]) for i in drop], n_docs=len(doc_ids) - len(drop))
+    if not drop: return dict(res, note='no templated document among those evaluated')
+    keep = [i for i in range(len(doc_ids)) if i not in set(drop)]
+    if len(keep) < 2: return dict(res, note='fewer than 2 documents are not templated')
+    sub = {m: [xs[i] for i in keep] for m, xs in nll.items()}
+    s = summarize(sub, W, ratios=PRIMARY_RATIOS + (1, 2, 5), min_docs=min_docs, n_boot=n_boot, seed=seed, lengths=[], ci_method=ci_method)
+    res.update(overall={m: d['ppl'] for m, d in s['overall'].items()},
+               probes={fmt_r(p['r']): {k: {q: d[q] for q in ('mean', 'lo', 'hi')} for k, d in p['diff'].items()} for p in s['probes']},
+               regime=s.get('regime', {}).get('beats'))
+    return res
+
+MEMORY_DEFAULTS = dict(n_t=4, max_docs=8)   # cheap settings of `memory_summary` inside every evaluation (override with memory_kwargs)
+
+def _memory_block(model, docs, W, nll, S, kwargs) -> dict:
+    "`ttt_nb.memory.memory_summary` on the evaluated documents (its errors recorded, not raised: the rest of the summary stands)."
+    try: return memory_summary(model, docs, int(W), nll={k: nll[k] for k in ('full', 'sw_strided', 'sw_exact') if k in nll}, stride=S, **{**MEMORY_DEFAULTS, **kwargs})
+    except Exception as e:  # noqa: BLE001 (a failed instrument must not lose the evaluation)
+        warnings.warn(f"memory_summary failed: {type(e).__name__}: {_one_line(e)[:300]}", stacklevel=3)
+        return dict(error=f"{type(e).__name__}: {_one_line(e)[:300]}")
+
+# %% ../nbs/19_eval.ipynb #conv01
+def convergence(training:dict) -> dict:
+    "The summary's `convergence` block from the training block (`train_summary.json`): two-sided test, best and final held-out loss."
+    t = training or {}
+    out = {k: t.get(k) for k in ('converged', 'best_heldout_loss', 'final_heldout_loss', 'best_step', 'schedule_complete', 'heldout_split')}
+    out['test'] = t.get('convergence')
+    out['label'] = ('converged (two-sided test)' if t.get('converged') else 'not converged' if t.get('converged') is False
+                    else 'convergence unknown (no train_summary.json)')
+    return out
 
 # %% ../nbs/19_eval.ipynb #6b0cb7b3
 def evaluate_run(
@@ -357,6 +497,12 @@ def evaluate_run(
     name:str='summary',       # file stem: out_dir/{name}.json, out_dir/{name}_position.png, ..._difference.png, ..._length_sweep.png
     figures:bool=False,       # kept for old callers: must be False (figures are `ttt_nb.plots.save_all(summary, out_dir, name)`)
     log_wandb:bool=True,      # log the probes to wandb when a run is active
+    ngram=None,               # the n-gram reference: a fitted `ttt_nb.ngram.NGram`, the tokenized training split, or training documents; None: none
+    ngram_orders=(1, 2, 3, 4, 5), # its orders, scored as methods `ngram1`..`ngram5` (references: binned, probed, never SW comparators)
+    doc_ids:list|None=None,   # the documents' names (`select_documents` info `doc_ids`): the sensitivity check without templated files
+    memory:bool|None=None,    # `ttt_nb.memory.memory_summary` into `summary['memory']` (None: for TTT models)
+    memory_kwargs:dict|None=None, # its settings (defaults are cheap: 16 documents, 8 EffRem points)
+    ci_method:str=CI_METHOD,  # the interval over documents (`ttt_nb.stats.CI_METHODS`)
 ) -> dict:                    # the summary (schema above), also written to out_dir/{name}.json
     "Evaluate one model on held-out documents: full context vs SW, bins, probes, length sweep, truncation; a JSON summary."
     if figures: raise ValueError("evaluate_run draws no figures: call ttt_nb.plots.save_all(summary, out_dir, name)")
@@ -366,8 +512,12 @@ def evaluate_run(
     _need_positive(n_boot=n_boot, min_docs=min_docs, batch_size=batch_size, chunk=chunk, **({} if max_docs is None else dict(max_docs=max_docs)))
     if not (math.isfinite(max_multiple) and max_multiple * W >= 1): raise ValueError(f"max_multiple must be > 0 with max_multiple*W >= 1, got {max_multiple}")
     meta = dict(meta or {}); out_dir = Path(out_dir)
-    docs = as_docs(docs)[:max_docs] if max_docs else as_docs(docs)
+    if ci_method not in ST.CI_METHODS: raise ValueError(f"unknown ci_method {ci_method!r}: use one of {sorted(ST.CI_METHODS)}")
+    docs = as_docs(docs)
+    if doc_ids is not None and len(doc_ids) != len(docs): raise ValueError(f"doc_ids has {len(doc_ids)} names for {len(docs)} documents")
+    if max_docs: docs, doc_ids = docs[:max_docs], (None if doc_ids is None else list(doc_ids)[:max_docs])
     max_len = int(max_multiple * W) + 1
+    if doc_ids is not None: doc_ids = [str(n) for n, d in zip(doc_ids, docs) if len(d) >= 2]
     docs = [d[:max_len] for d in docs if len(d) >= 2]
     if not docs: raise ValueError("no held-out document has 2 tokens or more")
     S = None if stride is None else min(int(stride), W)
@@ -378,12 +528,17 @@ def evaluate_run(
     if S is not None: timed('sw_strided', lambda: sliding_window_nll(model, docs, W, stride=S))
     if exact_sw: timed('sw_exact', lambda: sliding_window_nll(model, docs, W, stride=None))
     if truncation: timed('truncated', lambda: truncated_nll(model, docs, W))
-    summ = summarize(nll, W, ratios=ratios, min_docs=min_docs, n_boot=n_boot, seed=seed)
+    ng, fit_s = _as_ngram(ngram, model, ngram_orders)
+    if ng is not None:
+        t0 = time.perf_counter(); ref = ngram_nll(ng, docs, ngram_orders)
+        for n in ngram_orders: nll[f'ngram{n}'] = ref[n]
+        secs['ngram'] = round(time.perf_counter() - t0, 3)
+    summ = summarize(nll, W, ratios=ratios, min_docs=min_docs, n_boot=n_boot, seed=seed, ci_method=ci_method)
     lens = np.array([len(d) for d in docs])
     training = dict(meta.pop('training', {}) or {})
     summary = dict(schema=SCHEMA, created=_now(),
         config=dict(W=int(W), stride=S, exact_sw=exact_sw, truncation=truncation, max_multiple=max_multiple, max_docs=max_docs,
-                    min_docs=min_docs, n_boot=n_boot, seed=seed, ratios=[float(r) for r in ratios], chunk=chunk,
+                    min_docs=min_docs, n_boot=n_boot, seed=seed, ratios=[float(r) for r in ratios], chunk=chunk, ci_method=ci_method,
                     batch_size=batch_size, per_octave=2, seconds=secs),
         model=_model_info(model), package=_versions(), hardware=hardware_info(),
         data=dict(meta.pop('data', {}) or {}, n_docs=len(docs), n_tokens=int(lens.sum()),
@@ -391,7 +546,14 @@ def evaluate_run(
                   docs_hash=sha256_of(*docs)),
         training=training, **meta)
     summary.update(summ)
-    if truncation: summary['truncation'] = _truncation_block(nll, W, n_boot, seed)
+    if truncation:
+        summary['truncation'] = _truncation_block(nll, W, n_boot, seed, ci_method); summary['endpoints'] = adjust_multiplicity(summary)
+    if ng is not None: summary['ngram'] = _ngram_block(ng, ngram_orders, nll, dict(fit=fit_s, score=secs['ngram']))
+    if doc_ids is not None: summary['sensitivity'] = _sensitivity(nll, W, doc_ids, min_docs, n_boot, seed, ci_method)
+    if memory or (memory is None and _phase_period(model) > 1):
+        t0 = time.perf_counter(); summary['memory'] = _memory_block(model, docs, W, nll, S, memory_kwargs or {})
+        secs['memory'] = round(time.perf_counter() - t0, 3)
+    summary['convergence'] = convergence(training)
     summary['step'] = training.get('step')
     write_json_atomic(summary, out_dir / f'{name}.json')
     if log_wandb: log_wandb_summary(summary)
@@ -478,19 +640,24 @@ def select_documents(
     td,                        # a tokenized held-out split (`ttt_nb.data.load_tokenized(corpus, split, tokenizer)`)
     W:int,                     # the training window
     max_multiple:float=20,     # the furthest position asked for, in W
-    max_docs:int|None=64,      # at most this many documents (the first long enough, in corpus order)
+    max_docs:int|None=None,    # at most this many documents (None: every document long enough)
     min_docs:int=5,            # fewer long-enough documents: try the next multiple of `fallback`, else raise
     min_len:int|None=None,     # keep documents of at least this many tokens (default max_multiple*W + 1; no fallback then)
     fallback=(10, 5, 2),       # smaller multiples tried in turn (those below `max_multiple`) when too few documents reach it
+    seed:int|None=None,        # with max_docs: draw them at random with this seed (a different draw per seed); None: the first, in corpus order
 ) -> tuple[list, dict]:        # documents (int64 arrays) and their description (corpus, split, hash, tokenizer, max_multiple, ...)
     "The held-out documents of an evaluation: long enough for `max_multiple * W`, cut there, the same at every checkpoint."
     _need_positive(W=W, min_docs=min_docs, **({} if max_docs is None else dict(max_docs=max_docs)))
+    if seed is not None and max_docs is None: seed = None   # every long-enough document: nothing to draw
     if not (math.isfinite(max_multiple) and max_multiple * W >= 1): raise ValueError(f"max_multiple must be > 0 with max_multiple*W >= 1, got {max_multiple}")
     if min_len is not None and min_len < 2: raise ValueError(f"min_len must be >= 2 (a document needs a token to predict), got {min_len}")
     mults = [max_multiple] + ([m for m in fallback if m < max_multiple] if min_len is None else [])
     for mult in mults:
         max_len = int(mult * W) + 1
-        ids, docs = D.heldout_documents(td, min_len=min_len or max_len, max_docs=max_docs, max_len=max_len, with_ids=True)
+        ids, docs = D.heldout_documents(td, min_len=min_len or max_len, max_docs=None if seed is not None else max_docs, max_len=max_len, with_ids=True)
+        if seed is not None and len(docs) > max_docs:
+            pick = np.sort(np.random.default_rng(seed).choice(len(docs), max_docs, replace=False))
+            ids, docs = [ids[i] for i in pick], [docs[i] for i in pick]
         if len(docs) >= min_docs: break
     n = min_len or max_len
     if len(docs) < min_docs:
@@ -500,7 +667,8 @@ def select_documents(
     st = D.corpus_stats(td)
     return docs, dict(corpus=st['corpus'], split=st['split'], corpus_hash=st['corpus_hash'], tokenizer=st['tokenizer'],
                       split_docs=st['n_docs'], split_tokens=st['n_tokens'], max_multiple=mult, max_multiple_asked=max_multiple,
-                      min_len=n, doc_ids=list(ids))
+                      min_len=n, doc_ids=list(ids), draw=('all' if max_docs is None else f'first {max_docs}' if seed is None else f'{max_docs} at random, seed {seed}'),
+                      templated=[str(i) for i in ids if templated(i)])
 
 # %% ../nbs/19_eval.ipynb #32ce3608
 def _run_context(ckpt:Path) -> dict:
@@ -535,6 +703,7 @@ def evaluate_checkpoint(
     training:dict|None=None,   # entries of the summary's `training` block over those read beside the checkpoint
     dtype='float32',           # the model's dtype during evaluation
     device=None,               # default: CUDA when present (`core.as_device`)
+    ngram='auto',              # the n-gram reference: 'auto' fits it on the run's training split (run config; cached), an NGram, None: none
     **kwargs,                  # `evaluate_run` settings: stride, exact_sw, truncation, ratios, min_docs, n_boot, seed, name, ...
 ) -> dict:                     # the `evaluate_run` summary
     "Evaluate one checkpoint on the chosen documents: load it strictly, read its run's context, `evaluate_run`."
@@ -547,9 +716,20 @@ def evaluate_checkpoint(
     ctx = _run_context(ckpt); m, rc, ts = ctx.get('meta', {}), ctx.get('run_config', {}), ctx.get('train_summary', {})
     tr = dict(step=m.get('step'), final_train_loss=m.get('loss'), heldout_loss=m.get('heldout_loss'),
               seeds=[rc['seed']] if 'seed' in rc else None, converged=ts.get('converged'))
-    tr.update({k: src[k] for k, src in (('schedule_complete', ts), ('state_passing', rc)) if k in src})
+    tr.update({k: src[k] for k, src in (('schedule_complete', ts), ('state_passing', rc), ('best_heldout_loss', ts), ('final_heldout_loss', ts),
+                                        ('best_step', ts), ('convergence', ts), ('heldout_split', rc), ('control', rc)) if k in src})
     tr.update(checkpoint=str(ckpt), **(training or {}))
-    info = dict(docs_info or {}); info.pop('doc_ids', None)
+    info = dict(docs_info or {}); ids = info.pop('doc_ids', None)
+    if ids is not None and len(ids) == len(docs): kwargs.setdefault('doc_ids', ids)
+    if isinstance(ngram, str) and ngram == 'auto': ngram = run_ngram(rc, kwargs.get('ngram_orders', (1, 2, 3, 4, 5)))
     kwargs.setdefault('max_multiple', info.get('max_multiple', 20))
     meta = dict(kwargs.pop('meta', None) or {}, data=info, training=tr)
-    return evaluate_run(model, docs, int(W), out_dir, meta=meta, **kwargs)
+    return evaluate_run(model, docs, int(W), out_dir, meta=meta, ngram=ngram, **kwargs)
+
+def run_ngram(run_config:dict, orders=(1, 2, 3, 4, 5)):
+    "The n-gram fitted on a run's training split (corpus, split, tokenizer of its config.json; cached), or None with a warning."
+    if not run_config.get('corpus'):
+        warnings.warn("no run config.json beside the checkpoint: no n-gram reference (pass ngram= a fitted NGram or the training split)", stacklevel=3)
+        return None
+    td = D.load_tokenized(run_config['corpus'], run_config.get('split', 'train'), run_config.get('tokenizer', 'byte'))
+    return fit_on(td, max(orders))
