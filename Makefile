@@ -13,13 +13,16 @@ export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install lock lint test test-compat sync-check nbdev-test pytest run report clean bench help
+.PHONY: install lock lint test test-compat test-bare gpu-wheels gpu-check gpu-check-smoke sync-check nbdev-test pytest run report clean bench help
 
 help:
 	@echo "make run    train + evaluate the main job on the embedded default corpus (CPU, no download)"
-	@echo "make test   install, check notebooks and ttt_nb/ are in sync, run nbdev_test and pytest"
+	@echo "make test   install, check notebooks and ttt_nb/ are in sync, run nbdev_test, pytest and the gpu-check smoke"
 	@echo "make lock   re-resolve requirements.lock to today's newest versions within settings.ini's ranges"
 	@echo "make test-compat  model and generation tests at the oldest and newest transformers allowed"
+	@echo "make gpu-check    the one GPU measurement run (benchmarks/gpu_check.py); SMOKE=1: tiny sizes on CPU, in make test"
+	@echo "make gpu-wheels   download the wheels a GPU image lacks into .gpu-wheels/ (carry it to the GPU machine)"
+	@echo "make test-bare    import and train in a bare environment with only the GPU image's packages (.venv-bare)"
 
 LOCK := requirements.lock
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -78,7 +81,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ttt_nb tests tools benchmarks
 	$(BIN)/ruff check --select I nbs
 
-test: sync-check lint nbdev-test pytest
+test: sync-check lint nbdev-test pytest gpu-check-smoke
 
 # CPU benchmarks (JSON under benchmarks/results/); run them on a quiet machine
 bench: $(STAMP)
@@ -88,6 +91,36 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	TRITON_INTERPRET=1 $(PY) benchmarks/bench_kernels.py --smoke
 	$(PY) tools/benchmarks_md.py
+
+# The wheels a GPU image (torch, triton, transformers, safetensors, tokenizers, numpy; no network) lacks: fastcore (a
+# runtime requirement: @patch) at the lock's version, and for the kernel comparison flash-linear-attention (fla-core, einops).
+# Pure-Python wheels, about 1.5 MB: `bash tools/gpu_run.sh` unpacks them there (no pip, no network).
+GPU_WHEELS_DIR := .gpu-wheels
+FLA_VERSION := 0.5.2
+gpu-wheels:
+	mkdir -p $(GPU_WHEELS_DIR)
+	python3 -m pip download -q --no-deps --only-binary :all: -d $(GPU_WHEELS_DIR) \
+	  "$$(grep -E '^fastcore==' $(LOCK))" flash-linear-attention==$(FLA_VERSION) fla-core==$(FLA_VERSION) einops 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@ls $(GPU_WHEELS_DIR); du -sh $(GPU_WHEELS_DIR)
+
+# The one GPU measurement run (correctness, kernel speed, training throughput, decode; benchmarks/gpu_check.py), about 8
+# minutes on one H100; it writes benchmarks/results/gpu_check.json and benchmarks/gpu_check.md, then BENCHMARKS.md.
+# SMOKE=1: the same code path at tiny sizes on CPU (Triton's interpreter), results under a temporary folder only.
+gpu-check: $(STAMP)
+ifeq ($(SMOKE),1)
+	$(PY) benchmarks/gpu_check.py --smoke
+else
+	$(PY) benchmarks/gpu_check.py
+	$(PY) tools/benchmarks_md.py
+endif
+
+gpu-check-smoke: $(STAMP)
+	$(MAKE) --no-print-directory gpu-check SMOKE=1
+
+# A bare environment with only what the GPU image has (torch, triton 3.6, transformers 5.17, safetensors, tokenizers,
+# numpy) plus the carried wheels: imports the package, trains the tiny preset a few steps, runs the gpu-check smoke.
+test-bare: gpu-wheels
+	bash tools/test_bare.sh
 
 # The main job: the curriculum template with its defaults (python-stdlib, byte tokenizer, tiny preset, CPU), with
 # progress bars over training steps and checkpoint evaluations, a line per phase, and at the end the run folder and

@@ -7,13 +7,15 @@ ORDER = [('ref_cpu', 'Reference TTT layers on CPU vs the official implementation
          ('train', 'Training throughput and the tiny demonstration run (issue 3)'),
          ('eval', 'Evaluator cost (issue 8)'),
          ('generate', 'Streaming generation (issue 6)'),
-         ('kernels', 'Triton kernels (issue 5)')]
+         ('kernels', 'Triton kernels (issue 5)'),
+         ('gpu_check', 'GPU check: everything a GPU run measures, in one command (issue 16)')]
 HEAD = """# Benchmarks
 
 Every number here was measured in this repository by the command printed under it, on the hardware printed
 next to it; raw numbers are in `benchmarks/results/*.json`. `make bench` re-runs the CPU benchmarks and
-rewrites this file (`python tools/benchmarks_md.py`). No GPU was lent to the sessions that wrote these
-sections: every GPU figure is **not measured**, and the scripts that would measure it are named in each section.
+rewrites this file (`python tools/benchmarks_md.py`). No GPU has been available to this project so far: every GPU
+figure is **not measured**. One command measures all of them on a GPU machine, `bash tools/gpu_run.sh` (about 8 minutes
+on one H100; see the last section, "GPU check", for what to copy along and where the results land).
 The CPU machine has 2 cores; when it was shared with other jobs the sections say so and report CPU time or the
 load average, and ratios rather than absolute times are the point.
 """
