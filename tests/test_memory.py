@@ -93,3 +93,11 @@ def test_memory_summary_strict_json_and_carry_off():
     assert json.loads(json.dumps(s, allow_nan=False)) == s
     assert s['carry']['carry_off'] and s['phase']['diff']['full-sw_strided']['mean'] == [0.0] * 4
     assert np.allclose([v for c in s['effrem']['curves'] for v in c['mean']], 0, atol=1e-12)
+
+
+def test_carry_off_control_from_the_config():
+    "TTTConfig(carry='off') (the controls' run option) is read as carry off, and its EffRem is 0 beyond one mini-batch."
+    m = _ttt(carry='off'); cw = carry_weights(m)
+    assert cw['carry_off'] and cw['mode'] == 'off' and cw['raw'][0][-1] == 0.0
+    e = effective_remembrance(m, _docs(), [32], n_t=4)
+    assert max(e['curves'][0]['mean']) < 1e-12

@@ -136,6 +136,8 @@ def carry_weights(model) -> dict|None:
     last = [t[-1] for t in tok]
     return dict(b=len(tok[0]), token_idx=tok, raw=raw, last=last,
                 carry_off=all(v == 0 for v in last),                 # nothing crosses a mini-batch boundary: full == SW
+                param=getattr(model.config, 'token_idx_param', 'official'),   # how the raw parameter maps to token_idx
+                mode=getattr(model.config, 'carry', 'learned'),                 # 'learned', or frozen 'on' / 'off' (a control)
                 ttt_base_lr=float(model.config.ttt_base_lr),
                 inner_loop_off=float(model.config.ttt_base_lr) == 0.0)  # the fast weights never move: no memory at all
 
