@@ -69,8 +69,16 @@ r = json.loads(sys.stdin.read().strip().splitlines()[-1])
 bad = {k: v['error'][:200] for k, v in r.items() if 'error' in v}
 assert not bad, f'test-bare: kernels do not compile for sm_90: {bad}'
 print('test-bare: kernels compile for sm_90:', ', '.join(f\"{k} ({v['shared']} B shared)\" for k, v in r.items()))"
-# The GPU image runs Python 3.12: the package and the benchmark scripts must at least compile there.
-if command -v python3.12 >/dev/null && python3.12 -c pass 2>/dev/null; then
-  python3.12 -m compileall -q -x '/__pycache__/' ttt_nb benchmarks tests/_kernel_check.py >/dev/null && echo "test-bare: ttt_nb and benchmarks compile under $(python3.12 --version)"
+# The GPU image runs Python 3.12: the package and the benchmark scripts must at least compile there (nothing is written).
+PY312=
+for c in python3.12 $(ls -d "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.12*/bin/python3.12 2>/dev/null); do
+  if "$c" -c pass 2>/dev/null; then PY312=$c; break; fi
+done
+if [ -n "$PY312" ]; then
+  "$PY312" -c "import pathlib, sys
+n = [compile(p.read_text(), str(p), 'exec') for a in sys.argv[1:] for p in sorted(pathlib.Path(a).rglob('*.py'))]
+print(f'test-bare: {len(n)} files of ttt_nb, benchmarks and tests compile under Python {sys.version.split()[0]}')" ttt_nb benchmarks tests
+else
+  echo "test-bare: no Python 3.12 on this machine: the 3.12 compile check was skipped"
 fi
 echo "test-bare: passed"
