@@ -39,9 +39,10 @@ class StandinLM(nn.Module):
             h = torch.tanh(self.A(h) + e[:, t]); hs.append(h)
         logits = self.norm(torch.stack(hs, 1)) @ self.emb.weight.T  # [B, T, V]
         return SimpleNamespace(logits=logits.float(), state=StandinState(h, self) if return_state else None, loss=None)
-    def save_pretrained(self, path, **kw):
+    def save_pretrained(self, path, state_dict=None, **kw):
         from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, f'{path}/model.safetensors')
+        sd = state_dict if state_dict is not None else self.state_dict()   # FSDP2: the gathered full state dict
+        save_file({k: v.contiguous() for k, v in sd.items()}, f'{path}/model.safetensors')
 
 
 class StandinStream:

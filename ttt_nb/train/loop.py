@@ -5,6 +5,7 @@
 # %% ../../nbs/18_train.loop.ipynb #012c9e69
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -44,13 +46,14 @@ from ttt_nb.checkpoint import (
 )
 from ..core import as_device, hardware_info, seed_everything, write_json_atomic
 from ..core import utc_now as _now
+from ..stats import t_ppf
 from .build import build_model, data_pieces, mini_batch_size
 from .config import TrainConfig, milestone_steps, resolve_wandb_mode
-from .dist import Dist
+from .dist import Dist, TBPTTUnroll, data_parallel, full_state, grad_sync, load_full_state, resolve_dist_mode, unshard_root
 from .optim import lr_at, param_groups
 
 # %% auto #0
-__all__ = ['NonFiniteLoss', 'Trainer', 'RunInUse']
+__all__ = ['MIN_CONVERGENCE_TOKENS', 'NonFiniteLoss', 'Trainer', 'RunInUse', 'heldout_convergence']
 
 # %% ../../nbs/18_train.loop.ipynb #4d819db3
 def _rng_state() -> dict:
@@ -67,7 +70,7 @@ class NonFiniteLoss(RuntimeError): "The training loss became NaN or inf; the run
 class _Terminated(Exception): "SIGTERM arrived during training."
 
 class Trainer:
-    "Train a recurrent LM with (or without) state passing; checkpoints, resume, early stopping, logs, DDP."
+    "Train a recurrent LM with (or without) state passing; checkpoints, resume, early stopping, logs, DDP or FSDP2."
     def __init__(self, cfg:TrainConfig, # the run's configuration
                  model:nn.Module=None, # default: build_model(cfg, ...)
                  stream=None, # default: a ttt_nb.data.TokenStream over cfg.corpus/cfg.split for this rank
@@ -101,10 +104,16 @@ class Trainer:
         self.stream, self.heldout = stream, heldout
         self._it = iter(self.stream)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model
-        groups, self.param_names = param_groups(self.model, cfg.weight_decay, cfg.decay_ttt_init)
+        self.dist_mode = resolve_dist_mode(cfg.dist_mode, self.dist.world_size, sum(p.numel() for p in self.model.parameters()))
+        if self.dist_mode == 'fsdp' and self.precision == torch.float16:
+            raise ValueError("precision='fp16' is not supported with FSDP2 (no sharded gradient scaler here): use precision='bf16'")
+        self.unroll = TBPTTUnroll(self.model, self._start_state, self._autocast, fwd=lambda x, **kw: self.fwd(x, **kw))
+        self.engine = data_parallel(self.unroll, self.dist_mode, self.device)   # what a step calls: the unroll, DDP or FSDP2
+        groups, self.param_names = param_groups(self.model, cfg.weight_decay, cfg.decay_ttt_init, cfg.weight_decay_mode)
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_at(s, cfg) / cfg.lr if cfg.lr else 0.0)
         self.scaler = torch.amp.GradScaler('cuda') if self.precision == torch.float16 else None
+        unshard_root(self.engine)                      # FSDP2: the parameters stay gathered between steps (see train.dist)
         self.step, self.segment, self.tokens_seen = 0, 0, 0
         self.states = [None] * cfg.grad_accum          # one TTT state per accumulation chunk of rows
         self.best, self.bad_evals, self.heldout_loss, self.last_loss = math.inf, 0, None, None
@@ -147,12 +156,44 @@ def _reset_flags(self:Trainer, seg:dict, j:int, rows:slice) -> Optional[torch.Te
 
 @patch
 def _start_state(self:Trainer, state, reset:torch.Tensor, n:int):
-    "The state a segment starts from: init_state without state passing (or at the start), else the carried one with resets."
-    m = self.model
-    if not self.cfg.state_passing or state is None or bool(reset.all()): return m.init_state(n)
+    "The state a segment starts from: a fresh one without state passing (or at the start), else the carried one with resets."
+    cfg = self.cfg
+    self._watch_carry()
+    if cfg.init_state == 'other_sequence' and state is not None: return self._other_sequence(state)
+    if not cfg.state_passing or state is None or bool(reset.all()): return self._fresh_state(n)
     rows = reset.nonzero().flatten()
-    if len(rows): state = state.reset(rows.to(self.device)) or state
+    if len(rows):
+        state = state.reset(rows.to(self.device)) or state
+        if cfg.init_state == 'noise': state = self._add_noise(state, rows)
     return state
+
+# %% ../../nbs/18_train.loop.ipynb #4e70d342
+@patch
+def _fresh_state(self:Trainer, n:int):
+    "A fresh state for `n` rows: the learned initial state, plus seeded noise on its fast weights with init_state='noise'."
+    st = self.model.init_state(n)
+    return self._add_noise(st, torch.arange(n)) if self.cfg.init_state == 'noise' else st
+
+@patch
+def _add_noise(self:Trainer, st, rows:torch.Tensor):
+    "Add N(0, init_noise_std^2) to the fast weights of `rows` (drawn on the CPU from a generator seeded by seed, rank, segment and call)."
+    if not hasattr(st, 'params'): raise ValueError("init_state='noise' needs a TTT model (a state with fast weights)")
+    calls = self._noise_calls = (self.segment, self._noise_calls[1] + 1 if getattr(self, '_noise_calls', (None,))[0] == self.segment else 0)
+    seed = int(np.random.SeedSequence([self.cfg.seed, self.dist.rank, *calls]).generate_state(1)[0])
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(st.batch_size); mask[rows.cpu()] = 1.0                      # [B] the rows that get noise
+    def noisy(p):                                                                  # p [B, H, ...] fast weights
+        e = torch.randn(p.shape, generator=g, dtype=torch.float32) * self.cfg.init_noise_std
+        return p + (e * mask.view(-1, *[1] * (p.dim() - 1))).to(p.device, p.dtype)
+    st.params = [tuple(noisy(p) for p in layer) for layer in st.params]
+    return st
+
+@patch
+def _other_sequence(self:Trainer, state):
+    "Row r starts from row r+1's final state (another document stream), detached: the final state of a different sequence."
+    if not hasattr(state, 'select'): raise ValueError("init_state='other_sequence' needs a model whose state has select(rows)")
+    n = state.batch_size
+    return state.select(torch.roll(torch.arange(n), -1).to(self.device)).detach()
 
 # %% ../../nbs/18_train.loop.ipynb #f8dcb1c5
 @patch
@@ -167,35 +208,31 @@ def train_step(self:Trainer) -> tuple[float, int]:
     total = torch.zeros((), dtype=torch.float64, device=self.device)
     for a in range(cfg.grad_accum):
         rows = slice(a * self.chunk_rows, (a + 1) * self.chunk_rows)
-        state, loss = self.states[a], 0.0
-        for j, seg in enumerate(segs):
-            x = seg['input_ids'][rows].to(self.device, non_blocking=True)
-            y = seg['labels'][rows].to(self.device, non_blocking=True)
-            state = self._start_state(state, self._reset_flags(seg, j, rows), x.shape[0])
-            with self._autocast():
-                out = self.fwd(x, state=state, return_state=True)
-            nll = F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction='sum')
-            loss = loss + nll
-            state = out.state
-        scaled = loss / n_global
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        xs = [s['input_ids'][rows].to(self.device, non_blocking=True) for s in segs]   # tbptt x [chunk_rows, W]
+        ys = [s['labels'][rows].to(self.device, non_blocking=True) for s in segs]
+        rs = [self._reset_flags(s, j, rows) for j, s in enumerate(segs)]               # tbptt x [chunk_rows] bool
+        with grad_sync(self.engine, a == cfg.grad_accum - 1):     # DDP/FSDP2 reduce once, in the last chunk's backward
+            loss, _, state = self.engine(xs, ys, rs, self.states[a])
+            scaled = loss / (n_global / self.dist.world_size)       # the engines average over ranks: d(global mean NLL)
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         total += loss.detach().double()
-        self.states[a] = state.detach() if (cfg.state_passing and state is not None) else None
+        self.states[a] = state if cfg.state_passing else None       # detached by the unroll
     self.segment += cfg.tbptt
     mean = self.dist.sum(total).item() / n_global
     if not math.isfinite(mean):
         self.opt.zero_grad(set_to_none=True)
         raise NonFiniteLoss(f"non-finite training loss ({mean}) at optimizer step {self.step}; "
                             f"stopped without saving (last good checkpoint: {latest_checkpoint(self.out)})")
-    self.dist.sum_grads(model.parameters())
     if self.scaler: self.scaler.unscale_(self.opt)
-    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
-    self.grad_norm = float(gn)
+    params = [p for g in self.opt.param_groups for p in g['params']] if self.dist_mode == 'fsdp' else model.parameters()  # FSDP2: the shards
+    gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float('inf'))
+    self.grad_norm = float(gn.full_tensor() if hasattr(gn, 'full_tensor') else gn)
     if self.scaler: self.scaler.step(self.opt); self.scaler.update()
     else: self.opt.step()
     self.opt.zero_grad(set_to_none=True)
     self.sched.step()
     self.step += 1
+    unshard_root(self.engine)
     ntok = cfg.batch_size * cfg.tbptt * cfg.seq_len
     self.tokens_seen += ntok
     return mean, ntok
@@ -207,11 +244,11 @@ def eval_heldout(self:Trainer) -> float:
     "Token-weighted mean NLL over the held-out segments, with or without state passing as in training."
     sp = self.cfg.state_passing if self.cfg.heldout_state_passing is None else self.cfg.heldout_state_passing
     self.model.eval()
-    s = torch.zeros(2, dtype=torch.float64, device=self.device)
     n = self.heldout[0]['input_ids'].shape[0] if self.heldout else 0
+    s = torch.zeros(2, n, len(self.heldout), dtype=torch.float64, device=self.device)  # [NLL sum, tokens] per (row, segment)
     rows = slice(self.dist.rank * n // self.dist.world_size, (self.dist.rank + 1) * n // self.dist.world_size)
     state = None
-    for b in (self.heldout if rows.stop > rows.start else []):
+    for k, b in enumerate(self.heldout if rows.stop > rows.start else []):
         x, y = b['input_ids'][rows].to(self.device), b['labels'][rows].to(self.device)
         if not sp or state is None: state = self.model.init_state(x.shape[0])
         elif 'reset' in b and b['reset'][rows].any():
@@ -219,11 +256,12 @@ def eval_heldout(self:Trainer) -> float:
         with self._autocast():
             out = self.fwd(x, state=state, return_state=sp)
         state = out.state
-        s[0] += F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction='sum').double()
-        s[1] += (y != -100).sum()
+        nll = F.cross_entropy(out.logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction='none')  # [r*W], 0 where ignored
+        s[0, rows, k] = nll.view(y.shape).double().sum(1); s[1, rows, k] = (y != -100).sum(1).double()
     self.dist.sum(s)
     self.model.train()
-    return (s[0] / s[1]).item() if s[1] > 0 else float('nan')
+    self._heldout_seg = (s[0].flatten().cpu(), s[1].flatten().cpu())   # per-segment sums, for the paired convergence test
+    return (s[0].sum() / s[1].sum()).item() if s[1].sum() > 0 else float('nan')
 
 # %% ../../nbs/18_train.loop.ipynb #a0f35f34
 _CONFIG_BOOKKEEPING = ('transformers_version', 'torch_dtype', 'dtype', 'architectures', 'output_attentions', 'output_hidden_states',
@@ -251,10 +289,12 @@ def save_checkpoint(self:Trainer, kind:str='milestone') -> Path:
         tmp.mkdir(parents=True)
     self.dist.barrier()
     refs = {id(o): k for k, o in live_objects(self.model).items()}   # the states are read, never changed
-    save_data(dict(rng=_rng_state(), stream=self.stream.state_dict(), states=list(self.states)), tmp / f'rank{self.dist.rank}', refs)
+    save_data(dict(rng=_rng_state(), stream=self.stream.state_dict(), states=self._states_to_save()), tmp / f'rank{self.dist.rank}', refs)
+    fsdp = self.dist_mode == 'fsdp'
+    msd, osd = full_state(self.model, self.opt, self.dist_mode) if fsdp else (None, None)   # FSDP2: every rank gathers, rank 0 keeps
     if self.dist.is_main:
-        with quiet_transformers(): self.model.save_pretrained(tmp)
-        save_data(dict(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+        with quiet_transformers(): self.model.save_pretrained(tmp, **(dict(state_dict=msd) if fsdp else {}))
+        save_data(dict(optimizer=osd if fsdp else self.opt.state_dict(), dist_mode=self.dist_mode, scheduler=self.sched.state_dict(),
                         scaler=self.scaler.state_dict() if self.scaler else None, step=self.step, segment=self.segment,
                         tokens_seen=self.tokens_seen, best=self.best, bad_evals=self.bad_evals,
                         heldout_loss=self.heldout_loss, start_heldout=self.start_heldout, last_loss=self.last_loss,
@@ -271,8 +311,19 @@ def save_checkpoint(self:Trainer, kind:str='milestone') -> Path:
         else: tmp.rename(final)
         self._prune()
     self.dist.barrier()
+    if fsdp: unshard_root(self.engine)
     self.last_checkpoint = final
     return final
+
+@patch
+def _states_to_save(self:Trainer) -> list:
+    "Shallow copies of the carried states whose learned initial weights are the model's registered parameters (FSDP2 swaps them)."
+    out = []
+    for st in self.states:
+        if st is not None and getattr(st, 'init', None) is not None and hasattr(self.model, 'ttt_init_params'):
+            st = copy.copy(st); st.init = self.model.ttt_init_params()
+        out.append(st)
+    return out
 
 # %% ../../nbs/18_train.loop.ipynb #500594e6
 @patch
@@ -289,7 +340,7 @@ def _prune(self:Trainer):
 
 # %% ../../nbs/18_train.loop.ipynb #45fbfba6
 _FREE_TO_CHANGE = frozenset({'out_dir', 'progress', 'wandb', 'wandb_project', 'run_name', 'threads', 'device', 'compile',
-                             'log_every', 'save_every', 'keep_last', 'run_eval', 'eval_kwargs'})
+                             'log_every', 'save_every', 'keep_last', 'run_eval', 'eval_kwargs', 'dist_mode'})
 
 @patch
 def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_dir)`, the newest intact one
@@ -303,6 +354,14 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
     try: tr = load_data(path / 'trainer')
     except (OSError, ValueError, KeyError, TypeError) as e: raise ValueError(f"{path}: damaged trainer state ({type(e).__name__}: {e})") from None
     mine = self._identity()
+    ws = tr['identity'].get('world_size')
+    if ws != mine['world_size']:
+        raise ValueError(f"resume on a different world size is not supported: {path} was written by {ws} process(es), this run has "
+                         f"{mine['world_size']} (each rank's stream position and TTT states belong to it); resume with {ws} processes")
+    was = tr.get('dist_mode', 'none')
+    if (was == 'fsdp') != (self.dist_mode == 'fsdp'):
+        raise ValueError(f"{path} was written under dist_mode {was!r} and this run uses {self.dist_mode!r}: the optimizer state is "
+                         f"keyed by name under FSDP2 and by position otherwise; resume with --dist-mode {'fsdp' if was == 'fsdp' else 'ddp'}")
     bad = [k for k in mine if tr['identity'].get(k) != mine[k]]
     if bad:
         detail = '; '.join(f"{k}: checkpoint {tr['identity'].get(k)!r} vs this run {mine[k]!r}" for k in bad if k != 'model_config')
@@ -317,8 +376,11 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
                          + ', '.join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in measured)
                          + "; resume with the old values, or pass --allow-config-change (fit(allow_config_change=True)) to go on with the new ones")
     self.config_changes = dict(step=tr['step'], checkpoint=str(path), changes=changes) if changes else None
-    load_weights(self.model, path)
-    self.opt.load_state_dict(tr['optimizer']); self.sched.load_state_dict(tr['scheduler'])
+    if self.dist_mode == 'fsdp':   # into the shards (the gathered parameters are gathered again below)
+        self.engine.reshard(); load_full_state(self.model, self.opt, load_file(str(path / 'model.safetensors')), tr['optimizer'])
+    else: load_weights(self.model, path); self.opt.load_state_dict(tr['optimizer'])
+    unshard_root(self.engine)
+    self.sched.load_state_dict(tr['scheduler'])
     if self.scaler and tr['scaler']: self.scaler.load_state_dict(tr['scaler'])
     for k in ('step', 'segment', 'tokens_seen', 'best', 'bad_evals', 'heldout_loss', 'start_heldout', 'last_loss'): setattr(self, k, tr[k])
     self._heldout_hist = list(tr.get('heldout_hist', []))
@@ -353,16 +415,23 @@ def _status(self:Trainer, state:str, reason:str=None, tok_s:float=None):
 
 @patch
 def _log(self:Trainer, rec:dict):
+    "Append `rec` to log.jsonl (with the carry's raw parameter and gradient signal-to-noise on training steps) and to wandb."
     if not self.dist.is_main: return
+    if 'loss' in rec: rec = {**rec, **self._carry_record(rec['step'])}
     with open(self.out / 'log.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
-    if self.wandb is not None: self.wandb.log({k: v for k, v in rec.items() if isinstance(v, (int, float)) and v is not None}, step=rec['step'])
+    if self.wandb is not None:
+        flat = {f'{k}/{i}': v for k, vs in rec.items() if k.startswith('carry') and isinstance(vs, list) for i, v in enumerate(vs)}
+        self.wandb.log({k: v for k, v in {**rec, **flat}.items() if isinstance(v, (int, float)) and v is not None}, step=rec['step'])
 
 @patch
 def _evaluate(self:Trainer) -> bool:
     "Held-out loss now; returns True when early stopping says stop. Without held-out batches (eval_batches=0) nothing is measured."
     if not self.heldout: return False
     h = self.heldout_loss = self.eval_heldout()
-    self._heldout_hist = getattr(self, '_heldout_hist', []) + [dict(step=self.step, heldout_loss=h)]
+    old = getattr(self, '_heldout_hist', [])                     # per-segment sums kept for the last two evaluations only
+    old = [{k: v for k, v in r.items() if k not in ('seg_nll', 'seg_tokens')} for r in old[:-1]] + old[-1:]
+    nll, cnt = self._heldout_seg
+    self._heldout_hist = old + [dict(step=self.step, heldout_loss=h, seg_nll=nll.tolist(), seg_tokens=cnt.tolist())]
     if self.start_heldout is None: self.start_heldout = h
     stop = False
     if h < self.best - self.cfg.min_delta: self.best, self.bad_evals = h, 0
@@ -371,6 +440,43 @@ def _evaluate(self:Trainer) -> bool:
         if self.cfg.patience and self.bad_evals >= self.cfg.patience:
             stop = True; self.stop_reason = f"early stopping: held-out loss did not improve by more than {self.cfg.min_delta} for {self.bad_evals} evaluations (best {self.best:.4f})"
     return stop
+
+# %% ../../nbs/18_train.loop.ipynb #1610d185
+def _carry_layers(model) -> list:
+    "The TTT layers (modules with a `learnable_token_idx`), in order."
+    return [m for m in model.modules() if isinstance(getattr(m, 'learnable_token_idx', None), nn.Parameter)]
+
+@patch
+def _watch_carry(self:Trainer):
+    "Once: hooks that sum each step's gradient of every layer's last `learnable_token_idx` entry (on the device, no sync)."
+    if hasattr(self, '_carry_grads'): return
+    self._carry_grads, layers = {}, _carry_layers(self.model)   # step -> [L] summed gradient
+    def hook(g, l):
+        s = self.step
+        acc = self._carry_grads.get(s)
+        if acc is None:
+            acc = self._carry_grads[s] = g.new_zeros(len(layers), dtype=torch.float32)
+            for old in [k for k in self._carry_grads if k <= s - self.cfg.carry_window]: del self._carry_grads[old]
+        acc[l] += g[-1].detach().float()
+    for l, m in enumerate(layers):
+        if m.learnable_token_idx.requires_grad: m.learnable_token_idx.register_hook(lambda g, l=l: hook(g, l))
+
+@patch
+@torch.no_grad()
+def _carry_record(self:Trainer, step:int) -> dict:
+    "The carry's raw parameter, token_idx and gradient signal-to-noise per layer (empty for models without a carry)."
+    layers = _carry_layers(self.model)
+    if not layers: return {}
+    rec = dict(carry_raw=[round(float(m.learnable_token_idx[-1]), 6) for m in layers],
+               carry=[round(float(m.token_idx(torch.float32)[-1]), 6) for m in layers])
+    g = [v for k, v in sorted(getattr(self, '_carry_grads', {}).items()) if step - self.cfg.carry_window <= k < step]
+    if len(g) >= 2:
+        g = torch.stack(g).double().cpu()                            # [steps, L]
+        sd = g.std(0)
+        rec['carry_grad_snr'] = [round(float(m / s), 4) if s > 0 else None for m, s in zip(g.mean(0), sd, strict=True)]
+    else: rec['carry_grad_snr'] = [None] * len(layers)
+    rec['carry_grad_steps'] = len(g)
+    return rec
 
 # %% ../../nbs/18_train.loop.ipynb #c600d36f
 class RunInUse(RuntimeError): "Another trainer holds the run folder's lock."
@@ -441,7 +547,7 @@ def _prepare_run_dir(self:Trainer, resume:bool):
             for p in d.iterdir():
                 if p.name.startswith(('.tmp-', '.old-')): shutil.rmtree(p, ignore_errors=True)  # leftovers of a crash
         self.out.mkdir(parents=True, exist_ok=True)
-        run = dict(world_size=self.dist.world_size, device=str(self.device), precision=str(self.precision),
+        run = dict(world_size=self.dist.world_size, dist_mode=self.dist_mode, device=str(self.device), precision=str(self.precision),
                    model_config=self._identity()['model_config'], n_params=sum(p.numel() for p in self.model.parameters()),
                    tokens_per_step=self.cfg.batch_size * self.cfg.tbptt * self.cfg.seq_len, param_groups=self.param_names,
                    data=getattr(self, 'data_info', None), hardware=hardware_info(), started=_now(), resumed=resume,
@@ -498,12 +604,20 @@ def _train_summary(self:Trainer, state:str, reason:str|None) -> dict:
     cfg = self.cfg
     schedule_done = self.step >= cfg.steps
     early = state == 'stopped' and (reason or '').startswith('early')
-    h = [r['heldout_loss'] for r in getattr(self, '_heldout_hist', [])]
-    plateau = len(h) >= 2 and h[-2] - h[-1] < 0.01 * abs(h[-2])
+    hist = getattr(self, '_heldout_hist', [])
+    seg = [r for r in hist if 'seg_nll' in r]
+    test = heldout_convergence(seg[-2], seg[-1], cfg.converge_tol) if len(seg) >= 2 else None
+    best = min(hist, key=lambda r: r['heldout_loss']) if hist else None
+    mc = getattr(self.model, 'config', None)
     return dict(state=state, reason=reason, step=self.step, total_steps=cfg.steps, final_loss=self.last_loss,
                 schedule_complete=schedule_done, final_lr=lr_at(self.step - 1, cfg) if self.step else None,
-                converged=bool(early or (schedule_done and plateau)),
-                heldout_loss=self.heldout_loss, start_heldout_loss=self.start_heldout,
+                converged=bool(test and test['within'] and (schedule_done or early)), convergence=test,
+                heldout_loss=self.heldout_loss, start_heldout_loss=self.start_heldout, heldout_split=cfg.heldout_split,
+                final_heldout_loss=hist[-1]['heldout_loss'] if hist else None, best_step=best['step'] if best else None,
+                controls=dict(control=cfg.control, init_state=cfg.init_state, weight_decay_mode=cfg.weight_decay_mode,
+                              carry=getattr(mc, 'carry', None), token_idx_param=getattr(mc, 'token_idx_param', None),
+                              ttt_base_lr=getattr(mc, 'ttt_base_lr', None)),
+                final_carry=self._carry_record(self.step).get('carry'),
                 best_heldout_loss=None if math.isinf(self.best) else self.best, tokens_seen=self.tokens_seen,
                 elapsed_s=round(self._elapsed(), 2), signal=self.exit_signal,
                 checkpoints=[str(p) for _, p in list_checkpoints(self.out)])
@@ -515,6 +629,25 @@ def _save_after_step(self:Trainer, stop:bool):
     if self.step == cfg.steps or stop: self.save_checkpoint('milestone' if self.step in self.milestones else 'final')
     elif self.step in self.milestones: self.save_checkpoint('milestone')
     elif cfg.save_every and self.step % cfg.save_every == 0: self.save_checkpoint('periodic')
+
+# %% ../../nbs/18_train.loop.ipynb #c4e2d4d3
+MIN_CONVERGENCE_TOKENS = 32768   # the convergence test's size in the default config; smaller tests are flagged
+
+def heldout_convergence(prev:dict, # an earlier held-out evaluation: step, heldout_loss, seg_nll [n], seg_tokens [n]
+                        last:dict, # the last one, on the same segments
+                        tol:float, # relative tolerance: the interval must lie within +-tol x prev's loss
+                       ) -> dict:  # the test's numbers and `within`
+    "Two-sided paired test of the change in held-out loss between two evaluations (a 95% t-interval over segments)."
+    a, b, c = (np.asarray(x, dtype=np.float64) for x in (prev['seg_nll'], last['seg_nll'], prev['seg_tokens']))
+    keep = c > 0
+    d, w = (b - a)[keep] / c[keep], c[keep]                       # [n] per-segment change in nats/token, token weights
+    n, diff = len(d), float((b - a).sum() / c.sum())
+    se = math.sqrt(n / (n - 1) * float((w**2 * (d - diff) ** 2).sum())) / w.sum() if n >= 2 else math.inf
+    half, bound = (t_ppf(0.975, n - 1) * se if n >= 2 else math.inf), tol * abs(prev['heldout_loss'])
+    return dict(test='paired per-segment change of the last two held-out losses, 95% Student-t interval, two-sided',
+                steps=[prev['step'], last['step']], n_segments=n, n_tokens=int(c.sum()), min_tokens=MIN_CONVERGENCE_TOKENS,
+                enough_tokens=bool(c.sum() >= MIN_CONVERGENCE_TOKENS), diff=diff, ci=[diff - half, diff + half], tol=bound,
+                within=bool(-bound < diff - half and diff + half < bound))
 
 # %% ../../nbs/18_train.loop.ipynb #2463b503
 @patch
