@@ -16,11 +16,13 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 
 # %% auto #0
-__all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'FIG_DPI', 'SIGNAL_COLORS', 'caption', 'plot_position', 'plot_difference',
-           'plot_length_sweep', 'save_figure', 'save_all', 'sw_method', 'run_label', 'probe_series', 'plot_evolution',
-           'plot_probes_over_training', 'plot_training', 'curriculum_figures', 'plot_compare_probes',
-           'plot_compare_evolution', 'plot_compare_position', 'plot_compare_training', 'plot_ponder_plane',
-           'plot_ponder_paired', 'plot_ponder_allocation', 'plot_ponder_signal_gain']
+__all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'FIG_DPI', 'SIGNAL_COLORS', 'is_reference', 'references', 'compared',
+           'regime_note', 'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure', 'save_all',
+           'plot_phase', 'plot_effrem', 'plot_recall', 'sw_method', 'run_label', 'probe_series', 'plot_evolution',
+           'plot_probes_over_training', 'plot_training', 'carry_series', 'plot_carry_over_training',
+           'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position',
+           'plot_compare_training', 'plot_ponder_plane', 'plot_ponder_paired', 'plot_ponder_allocation',
+           'plot_ponder_signal_gain']
 
 # %% ../nbs/20_plots.ipynb #b5c24f74
 DPI = 120
@@ -31,9 +33,41 @@ COLORS = dict(zip(['full', 'sw_strided', 'sw_exact', 'truncated'], sns.color_pal
 def _label(summary, m):
     if m == 'sw_strided': return f"sliding window (W={summary['W']}, stride {summary['config']['stride']})"
     if m == 'sw_exact': return f"sliding window (W={summary['W']}, exact)"
+    if is_reference(m): return f"n-gram n={m[5:]}"
     return LABELS.get(m, m)
 
 def _yesno(v): return 'unknown' if v is None else 'yes' if v else 'NO'
+
+def is_reference(method:str) -> bool:
+    "An n-gram reference (`ngram1`..`ngram5`): drawn as a thin gray line, never as a compared method."
+    return bool(re.fullmatch(r'ngram\d+', method))
+
+def references(summary:dict) -> list:
+    "The summary's reference methods (`summary['references']`; older summaries have none)."
+    return list(summary.get('references') or [m for m in summary.get('methods', []) if is_reference(m)])
+
+def compared(summary:dict) -> list:
+    "The compared methods of a summary: full context and its baselines, references left out."
+    return [m for m in summary['methods'] if not is_reference(m)]
+
+# %% ../nbs/20_plots.ipynb #me5c8438
+def _ci_text(summary:dict) -> str:
+    "How the bands were computed: the summary's `ci_method` (and its description) when it names one."
+    if summary.get('ci_method'): return f"Bands: 95% CI over documents, {summary.get('ci_method_description') or summary['ci_method']} ({summary['ci_method']})."
+    return 'Bands: 95% bootstrap CI over documents.'
+
+def regime_note(summary:dict) -> str:
+    "Where the model stands against the n-gram references: '' without them; a warning when it does not beat the trigram."
+    refs = references(summary); rg = summary.get('regime')
+    if not refs and not rg: return ''
+    orders = ', '.join(r[5:] for r in refs)
+    out = f"Gray lines: n-gram references (orders {orders}; interpolated, fitted on the training split, same documents), not compared methods." if refs else ''
+    if rg: weak = not rg.get('far_context_claims', rg.get('order', 0) >= 3); how = 'paired CI'
+    elif 'ngram3' in summary.get('overall', {}):
+        weak = summary['overall']['full']['ppl'] >= summary['overall']['ngram3']['ppl']; how = 'overall PPL, no CI'
+    else: return out
+    if weak: return (out + f" The model does not beat the trigram ({how}): it uses one or two tokens of context; no claim about far context.").strip()
+    return (out + (f" The model beats the {rg['beats']} ({how})." if rg else f" The model beats the trigram ({how}).")).strip()
 
 def caption(summary:dict, # an `evaluate_run` summary
             extra:str='', # a sentence to append
@@ -54,24 +88,28 @@ def caption(summary:dict, # an `evaluate_run` summary
                  + (f"; held-out loss {hl:.3f}" if isinstance(hl, (int, float)) else '') + '.')
     if m.get('model_type') == 'ttt_nb_transformer':
         parts.append('Full attention beyond the training length uses RoPE extrapolation as is (no scaling).')
-    parts.append('Bands: 95% bootstrap CI over documents.')
+    parts.append(_ci_text(summary))
+    if regime_note(summary): parts.append(regime_note(summary))
     if extra: parts.append(extra)
     return ' '.join(parts)
 
 # %% ../nbs/20_plots.ipynb #0c2fca7f
 FONT = dict(legend=9, label=10.5, title=11, note=8.5)  # points; at 120 DPI and page width the smallest reads at about 9 px
 
-def _finish(fig, ax, summary, extra='', footer:bool=True):
-    "Lay the figure out; with `footer`, the caption goes under the axes (8.5 pt), else the page carries it."
-    fig.tight_layout()
-    if not footer: return fig
-    txt = textwrap.fill(caption(summary, extra), 95)
+def _footer(fig, text:str):
+    "Write `text` under the axes (8.5 pt), growing the figure so the axes keep their size."
+    txt = textwrap.fill(text, 95)
     n = txt.count('\n') + 1
     h = fig.get_figheight(); extra_in = n * FONT['note'] * 1.35 / 72 + 0.15
     fig.set_figheight(h + extra_in)
     fig.subplots_adjust(bottom=(fig.subplotpars.bottom * h + extra_in) / (h + extra_in), top=1 - (1 - fig.subplotpars.top) * h / (h + extra_in))
     fig.text(0.01, 0.01, txt, fontsize=FONT['note'], va='bottom', ha='left', color='0.25')
     return fig
+
+def _finish(fig, ax, summary, extra='', footer:bool=True):
+    "Lay the figure out; with `footer`, the caption goes under the axes (8.5 pt), else the page carries it."
+    fig.tight_layout()
+    return _footer(fig, caption(summary, extra)) if footer else fig
 
 def _probe_lines(ax, summary, xmax):
     W = summary['W']
@@ -81,6 +119,16 @@ def _probe_lines(ax, summary, xmax):
             ax.axvline(x, color='0.6', lw=0.7, ls=':', zorder=0)
             ax.text(x, 1.0, f"{p['r']:g}W", transform=ax.get_xaxis_transform(), fontsize=FONT['legend'], ha='center', va='bottom', color='0.4')
 
+REF_DASH = {1: (0, (1, 1.5)), 2: (0, (3, 1.5, 1, 1.5)), 3: (0, (4, 2)), 4: (0, (6, 1.5, 1, 1.5, 1, 1.5)), 5: '-'}
+
+def _ref_lines(ax, x, ys:dict, label:bool=True, end_text:bool=False):
+    "Thin gray n-gram reference lines (`ys`: method -> y over x), darker for higher orders; labelled in the legend or at their right end."
+    for m, y in ys.items():
+        n = int(m[5:]); y = np.asarray(y, float); ok = np.isfinite(y)
+        if not ok.any(): continue
+        ax.plot(x[ok], y[ok], color=str(0.75 - 0.08 * min(n, 5)), lw=0.9, ls=REF_DASH.get(n, '-'), zorder=1, label=f'n-gram n={n}' if label else None)
+        if end_text: ax.text(x[ok][-1], y[ok][-1], f' n={n}', fontsize=FONT['legend'] - 1, color='0.35', va='center', ha='left')
+
 # %% ../nbs/20_plots.ipynb #09c14c31
 def plot_position(summary:dict,      # an `evaluate_run` summary
                   kind:str='log',    # 'log' or 'linear' position bins
@@ -89,15 +137,17 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
                   title:str|None=None,
                   footer:bool=True,  # the caption under the figure (False: the page prints it)
                  ) -> plt.Figure:
-    "PPL against position (log x) per method with its CI band and the probe points r*W."
+    "PPL against position (log x) per method with its CI band, the probe points r*W and the n-gram reference lines."
     b = summary['bins'][kind]; x = np.asarray(b['center'], float)
-    methods = methods or summary['methods']
+    methods = methods or compared(summary)
     with sns.axes_style('whitegrid'):
         fig, ax = plt.subplots(figsize=(7, 4.4))
         for m in methods:
             d = b['ppl'][m]; y = np.asarray(d['ppl'], float); ok = np.asarray(d['tokens']) > 0
             ax.plot(x[ok], y[ok], '-o', ms=2.5, lw=1.4, color=COLORS.get(m), label=_label(summary, m))
             ax.fill_between(x[ok], np.asarray(d['lo'], float)[ok], np.asarray(d['hi'], float)[ok], color=COLORS.get(m), alpha=0.2, lw=0)
+        _ref_lines(ax, x, {r: np.where(np.asarray(b['ppl'][r]['tokens']) > 0, np.asarray(b['ppl'][r]['ppl'], float), np.nan)
+                           for r in references(summary) if r in b['ppl']})
         for e in old or []:
             W = e.get('W') or summary['W']
             for key, mk, lab in (('ttt_ppl', 'x', 'old study: TTT'), ('sw_ppl', '+', 'old study: SW')):
@@ -152,8 +202,10 @@ def plot_length_sweep(summary:dict, title:str|None=None, footer:bool=True) -> pl
         fig, ax = plt.subplots(figsize=(7, 4.4))
         for m, d in ls['methods'].items():
             if not len(x): break
+            if is_reference(m): continue
             ax.plot(x, d['ppl'], '-o', ms=2.5, lw=1.4, color=COLORS.get(m), label=_label(summary, m))
             ax.fill_between(x, d['lo'], d['hi'], color=COLORS.get(m), alpha=0.2, lw=0)
+        if len(x): _ref_lines(ax, x, {m: d['ppl'] for m, d in ls['methods'].items() if is_reference(m)})
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('sequence length L (tokens); W marked by the dashed line'); ax.set_ylabel('whole-sequence perplexity')
         ax.set_title(title or 'Length sweep', fontsize=FONT['title'], pad=16)
@@ -170,12 +222,123 @@ def save_figure(fig:plt.Figure, path, dpi:int=DPI) -> Path:
     return path
 
 def save_all(summary:dict, out_dir, name:str='summary') -> dict:
-    "The standard figures of a summary as PNGs: position, difference, length sweep; returns {kind: path}."
+    "The standard figures of a summary as PNGs: position, difference, length sweep, and phase and EffRem when it has memory; returns {kind: path}."
     out = {}
     out['position'] = save_figure(plot_position(summary), Path(out_dir) / f'{name}_position.png')
     if any(summary['bins']['log']['diff']): out['difference'] = save_figure(plot_difference(summary), Path(out_dir) / f'{name}_difference.png')
     out['length_sweep'] = save_figure(plot_length_sweep(summary), Path(out_dir) / f'{name}_length_sweep.png')
+    mem = summary.get('memory') or {}                  # older summaries have none: their memory figures are skipped
+    if mem.get('phase'): out['phase'] = save_figure(plot_phase(summary), Path(out_dir) / f'{name}_phase.png')
+    if mem.get('effrem'): out['effrem'] = save_figure(plot_effrem(summary), Path(out_dir) / f'{name}_effrem.png')
     return out
+
+# %% ../nbs/20_plots.ipynb #m56296b2
+def _memory(summary:dict) -> tuple:
+    "(memory dict or None, the evaluation summary around it or None): accepts either."
+    if str(summary.get('schema', '')).startswith('ttt_nb.memory'): return summary, None
+    return summary.get('memory'), summary
+
+def _mem_note(mem:dict, ev:dict|None, extra:str) -> str:
+    "The caption of a memory figure: the evaluation's caption when there is one, else the memory summary's own settings."
+    if ev is not None: return caption(ev, extra)
+    c = mem.get('config', {})
+    return f"W={c.get('W')}, SW stride {c.get('stride')}, mini-batch b={mem.get('b')}. {extra}"
+
+def _errbar(ax, x, d, **kw):
+    "Points with interval bars from a dict of `mean`, `lo`, `hi` lists (None = missing)."
+    y, lo, hi = (np.asarray(d[k], float) for k in ('mean', 'lo', 'hi'))
+    kw.setdefault('ls', '-')
+    ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], marker='o', ms=3.5, lw=1.3, capsize=2.5, **kw)
+
+# %% ../nbs/20_plots.ipynb #mfe77c82
+def plot_phase(summary:dict,     # an `evaluate_run` summary with 'memory', or a `memory_summary` dict
+               footer:bool=True, # the caption under the figure
+              ) -> plt.Figure:
+    "Loss by position inside the mini-batch (full and SW), their paired difference, and the carry weights per layer."
+    mem, ev = _memory(summary)
+    if not mem or not mem.get('phase'): raise ValueError("no loss by mini-batch phase in this summary (summary['memory']['phase']): evaluate a TTT model with memory on")
+    ph, carry, c = mem['phase'], mem.get('carry'), mem.get('config', {})
+    k = np.arange(ph['b']); lab = lambda m: _label(dict(W=c.get('W'), config=dict(stride=c.get('stride'))), m)  # noqa: E731
+    with sns.axes_style('whitegrid'):
+        fig, axes = plt.subplots(1, 3 if carry else 2, figsize=(13 if carry else 9, 4.2), squeeze=False); ax = axes[0]
+        for j, (m, d) in enumerate(ph['methods'].items()): _errbar(ax[0], k + 0.08 * j, d, color=COLORS.get(m), label=lab(m))
+        ax[0].set_xlabel('phase (t-1) mod b'); ax[0].set_ylabel(f'mean NLL (nats), positions t > {ph["min_pos"] - 1}'); ax[0].legend()
+        ax[0].set_title('loss by position inside the mini-batch')
+        for m, d in ph['diff'].items(): _errbar(ax[1], k, d, color=COLORS.get(m.split('-', 1)[1]), label=f"full - {lab(m.split('-', 1)[1])}")
+        ax[1].axhline(0, color='k', lw=0.9); ax[1].set_xlabel('phase (t-1) mod b'); ax[1].set_ylabel('full - SW (nats/token)\nbelow 0: full context better')
+        ax[1].set_title('paired difference per phase')
+        if ph['diff']: ax[1].legend()
+        if carry:
+            for i, t in enumerate(carry['token_idx']): ax[2].plot(k, t, '-o', ms=3, lw=1.2, label=f'layer {i}')
+            ax[2].scatter([k[-1]] * len(carry['last']), carry['last'], s=60, facecolors='none', edgecolors='k', zorder=5, label='carry (last position)')
+            ax[2].axhline(0, color='k', lw=0.8); ax[2].set_xlabel('position in the mini-batch'); ax[2].set_ylabel('token_idx (after the clamp)')
+            ax[2].set_title('carry weights per layer'); ax[2].legend(fontsize=FONT['legend'] - 1, ncol=2 if len(carry['last']) > 6 else 1)
+        for a in ax: a.set_xticks(k)
+        off = bool(carry and carry['carry_off'])
+        if off:
+            ax[1].text(0.5, 0.92, 'carry 0 in every layer: full == SW by construction', transform=ax[1].transAxes, ha='center', fontsize=FONT['legend'], color='firebrick')
+            ax[2].annotate('carry 0', (k[-1], 0), xytext=(-12, 14), textcoords='offset points', ha='right', fontsize=FONT['legend'], color='firebrick')
+        fig.tight_layout()
+    note = (f"Mean of per-document means, {ph.get('ci_method', 't')} intervals over documents ({ph['methods']['full']['n_docs'][0]} documents)."
+            + (' Carry off in every layer: nothing crosses a mini-batch boundary.' if off else ''))
+    return _footer(fig, _mem_note(mem, ev, note)) if footer else fig
+
+# %% ../nbs/20_plots.ipynb #md87157b
+def plot_effrem(summary:dict,     # an `evaluate_run` summary with 'memory', or a `memory_summary` dict
+                footer:bool=True, # the caption under the figure
+               ) -> plt.Figure:
+    "Effective Remembrance EffRem_T(t) against t for each T, with CI bands (Buitrago & Gu 2025)."
+    mem, ev = _memory(summary)
+    if not mem or not mem.get('effrem'): raise ValueError("no Effective Remembrance in this summary (summary['memory']['effrem'])")
+    er = mem['effrem']; curves = [cv for cv in er['curves'] if cv['t']]
+    cmap, W = plt.get_cmap('viridis'), mem.get('config', {}).get('W')
+    with sns.axes_style('whitegrid'):
+        fig, ax = plt.subplots(figsize=(7, 4.4))
+        for i, cv in enumerate(curves):
+            col = cmap(i / max(1, len(curves) - 1) * 0.9)
+            t, y, lo, hi = (np.asarray(cv[k], float) for k in ('t', 'mean', 'lo', 'hi'))
+            ax.plot(t, y, '-o', ms=3, lw=1.4, color=col, label=f"T={cv['T']}" + (f" ({cv['T'] / W:g}W)" if W else '') + f", {cv['n_docs']} docs")
+            ax.fill_between(t, np.nan_to_num(lo, nan=y), np.nan_to_num(hi, nan=y), color=col, alpha=0.2, lw=0)
+        if W: ax.axvline(W, color='0.3', lw=0.9, ls='--', zorder=0)
+        ax.set_xscale('log'); ax.set_ylim(bottom=0)
+        ax.set_xlabel('t: tokens dropped from the start (log scale; dashed: W)'); ax.set_ylabel('EffRem_T(t): TV(q(.|x_0:T), q(.|x_t:T))')
+        ax.set_title('Effective Remembrance: how much the prediction at T still depends on x_0:t', fontsize=FONT['title']); ax.legend()
+        fig.tight_layout()
+    note = (f"t on a log grid aligned to the mini-batch (b={er['b']}), including T - b; {er.get('ci_method', 't')} intervals over documents. "
+            "0: the first t tokens do not matter; 1: the prediction changes entirely.")
+    return _footer(fig, _mem_note(mem, ev, note)) if footer else fig
+
+# %% ../nbs/20_plots.ipynb #mcd473cc
+def plot_recall(recall,            # a `recall_summary` dict, or {label: recall_summary} to compare models (e.g. trained vs no inner loop)
+                title:str|None=None,
+                footer:bool=True,  # the caption under the figure
+               ) -> plt.Figure:
+    "Recall accuracy against distance r*W with Wilson intervals: first digit (solid) and whole value (dashed), chance dotted."
+    recs = {'model': recall} if 'rows' in recall else dict(recall)
+    if not recs or any('rows' not in r for r in recs.values()): raise ValueError("plot_recall needs recall_summary dicts (with 'rows')")
+    cols = sns.color_palette('colorblind', len(recs)); one = next(iter(recs.values()))
+    with sns.axes_style('whitegrid'):
+        fig, ax = plt.subplots(figsize=(7, 4.4))
+        for (lab, rs), col in zip(recs.items(), cols, strict=True):
+            r = np.array([row['r'] for row in rs['rows']], float)
+            for key, ls in (('first', '-'), ('acc', '--')):
+                d = dict(mean=[row[key] for row in rs['rows']], lo=[row[f'{key}_lo'] for row in rs['rows']], hi=[row[f'{key}_hi'] for row in rs['rows']])
+                _errbar(ax, r, d, color=col, ls=ls, label=f"{lab}: {'first digit' if key == 'first' else 'whole value'}")
+        ch = one.get('chance')
+        if ch:
+            for key in ('first', 'acc'): ax.axhline(ch[key], color='0.5', lw=0.9, ls=':')
+            ax.text(1.0, ch['first'], ' chance', transform=ax.get_yaxis_transform(), fontsize=FONT['legend'], color='0.4', va='center')
+        ax.axvline(1, color='0.3', lw=0.9, ls='--'); ax.set_xscale('log'); ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(sorted({row['r'] for rs in recs.values() for row in rs['rows']})); ax.minorticks_off()
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
+        ax.set_xlabel('distance between binding and query (r, in units of W; dashed: W)'); ax.set_ylabel('recall accuracy')
+        ax.set_title(title or f"Functional recall beyond W (W={one['W']})", fontsize=FONT['title']); ax.legend(fontsize=FONT['legend'] - 1)
+        fig.tight_layout()
+    d0 = [row['distance'] for row in one['rows']]
+    note = (f"{one['n']} probes per r ({one['tokenizer']}; {one['doc']['n_pairs']} binding(s), {one['doc']['value_len']}-digit values; "
+            f"{'forced choice among the 10 digits' if one.get('choice') == 'digits' else 'argmax over the vocabulary'}, teacher-forced). "
+            f"Bars: 95% {one.get('ci_method', 'wilson').title()} intervals. Distances (tokens, median per r): {', '.join(str(int(x['median'])) for x in d0)}.")
+    return _footer(fig, note) if footer else fig
 
 # %% ../nbs/20_plots.ipynb #7086201d
 FIG_DPI = 110  # PNGs of the curriculum pages on the results site: small
@@ -216,17 +379,18 @@ def _layout(fig, right:float=1.0):
     return fig
 
 # %% ../nbs/20_plots.ipynb #15413b73
-def _xy(summary, kind, m, what='ppl'):
+def _xy(summary, kind, m, what='ppl', fill:bool=False):
+    "x, y, lo, hi of one method's bins (those with tokens; with `fill`, the bins where the full context has tokens, NaN elsewhere)."
     b = summary['bins'][kind]; x = np.asarray(b['center'], float)
     d = b['ppl'][m] if what == 'ppl' else b['diff'][m]
-    ok = np.asarray(d['tokens']) > 0
+    ok = np.asarray((b['ppl']['full'] if fill else d)['tokens']) > 0
     y = np.asarray(d['ppl' if what == 'ppl' else 'mean'], float)
     return x[ok], y[ok], np.asarray(d['lo'], float)[ok], np.asarray(d['hi'], float)[ok]
 
 def plot_evolution(run:dict, # from `load_run`
                    kind:str='log', # 'log' or 'linear' position bins
                   ) -> plt.Figure:
-    "PPL against position for every checkpoint, coloured by training step: full context and sliding window."
+    "PPL against position for every checkpoint, coloured by training step: full context and sliding window, with the n-gram reference lines."
     sums = run['summaries']
     if not sums: raise ValueError(f"{run['dir']}: no evaluated checkpoint")
     sw = sw_method(sums[-1]); W = sums[-1]['W']
@@ -241,6 +405,7 @@ def plot_evolution(run:dict, # from `load_run`
                 last = s is sums[-1]
                 ax.plot(x, y, '-', lw=2 if last else 1.2, color=cmap(norm(s['step'] or 0)), label=f"step {s['step']}")
                 if last: ax.fill_between(x, lo, hi, color=cmap(norm(s['step'] or 0)), alpha=0.25, lw=0)
+            _ref_lines(ax, *_xy(sums[-1], kind, 'full')[:1], {r: _xy(sums[-1], kind, r, fill=True)[1] for r in references(sums[-1])}, label=False, end_text=True)
             ax.axvline(W, color='0.3', lw=0.9, ls='--'); ax.text(W, 0.02, ' W', transform=ax.get_xaxis_transform(), fontsize=FONT['legend'], va='bottom')
             if kind == 'log': ax.set_xscale('log')
             ax.set_yscale('log')
@@ -304,10 +469,41 @@ def plot_training(run:dict, # from `load_run`
         ax.legend(loc='upper right'); ax.set_title(f"Training curves ({run_label(run)})")
     return _layout(fig)
 
+# %% ../nbs/20_plots.ipynb #mbc43998
+def carry_series(run:dict) -> dict|None:
+    "Per checkpoint with `summary['memory']['carry']`: step, the last carry per layer, the raw parameter's last entry per layer; None when no checkpoint has it."
+    pts = [(s.get('step') or 0, (s.get('memory') or {}).get('carry')) for s in run['summaries']]
+    pts = [(st, c) for st, c in pts if c]
+    if not pts: return None
+    return dict(step=[st for st, _ in pts], b=pts[-1][1]['b'], last=np.array([c['last'] for _, c in pts]),  # [K, layers]
+                param=pts[-1][1].get('param', 'official'),  # how the raw parameter maps to token_idx
+                raw=np.array([[r[-1] for r in c['raw']] for _, c in pts]))
+
+def plot_carry_over_training(run:dict) -> plt.Figure:
+    "The carry weight of the last mini-batch position per layer over the checkpoints: after the clamp, and the raw parameter."
+    cs = carry_series(run)
+    if cs is None: raise ValueError(f"{run.get('dir')}: no checkpoint summary holds memory.carry (evaluate with memory on)")
+    with sns.axes_style('whitegrid'), plt.rc_context(_RC):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
+        for i in range(cs['last'].shape[1]):
+            a1.plot(cs['step'], cs['last'][:, i], '-o', ms=3, lw=1.2, label=f'layer {i}')
+            a2.plot(cs['step'], cs['raw'][:, i], '-o', ms=3, lw=1.2)
+        a1.axhline(1 / cs['b'], color='0.5', lw=0.9, ls=':'); a1.axhline(0, color='k', lw=0.9)
+        if cs['param'] == 'official':                # token_idx = clamp_min(1/b + p, 0): 0 for every p <= -1/b, with zero gradient
+            a2.axhline(0, color='0.5', lw=0.9, ls=':'); a2.axhline(-1 / cs['b'], color='firebrick', lw=0.9, ls='--')
+            a2.text(0.01, -1 / cs['b'], ' -1/b: the clamp gives 0 below', transform=a2.get_yaxis_transform(), color='firebrick', fontsize=FONT['legend'], va='bottom')
+        a1.set_ylabel('token_idx[b-1] after the clamp\n(0: nothing crosses a mini-batch)'); a2.set_ylabel('learnable_token_idx[b-1] (raw)')
+        for a in (a1, a2): a.set_xlabel('training step')
+        a1.set_title(f'carry across mini-batch boundaries (b={cs["b"]}; dotted: 1/b at init)'); a2.set_title(f"the raw parameter ({cs['param']} map)")
+        a1.legend(fontsize=FONT['legend'] - 1, ncol=2 if cs['last'].shape[1] > 6 else 1)
+        fig.suptitle(f"Carry weights over training ({run_label(run)})", fontsize=FONT['title'] + 1)
+    return _layout(fig)
+
 # %% ../nbs/20_plots.ipynb #ee0e4e08
 def curriculum_figures(run:dict, # from `load_run`
                        out_dir=None, # default: the run's figures/ folder
                        dpi:int=FIG_DPI,
+                       memory:bool=False, # also carry weights over training, phase and EffRem of the final checkpoint, where the summaries hold them
                       ) -> dict: # {name: path}
     "Every figure of one run as PNG: evolution, probes over training, final position curve, final paired difference, training curves."
     out = Path(out_dir or Path(run['dir']) / 'figures'); out.mkdir(parents=True, exist_ok=True)
@@ -319,6 +515,10 @@ def curriculum_figures(run:dict, # from `load_run`
     save('position', plot_position(fin, title=f"Final checkpoint (step {fin['step']}): perplexity by position", footer=False))
     if sw_method(fin): save('difference', plot_difference(fin, title=f"Final checkpoint (step {fin['step']}): full context minus sliding window", footer=False))
     save('training', plot_training(run))
+    if memory and carry_series(run): save('carry', plot_carry_over_training(run))
+    fm = fin.get('memory') or {}
+    if memory and fm.get('phase'): save('phase', plot_phase(fin, footer=False))
+    if memory and fm.get('effrem'): save('effrem', plot_effrem(fin, footer=False))
     return {k: str(v) for k, v in figs.items()}
 
 # %% ../nbs/20_plots.ipynb #4ebc78f9
