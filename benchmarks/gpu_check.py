@@ -491,6 +491,7 @@ def main(argv=None):
         if out.resolve() == RESULTS.resolve(): p.error(f"--smoke never writes {RESULTS.relative_to(ROOT)} (the committed GPU results): pass another --out")
     else: out = Path(a.out) if a.out else RESULTS
     md = Path(a.md) if a.md else (out.with_suffix('.md') if a.smoke else MD)
+    if a.smoke and not a.work_dir: a.work_dir = str(out.parent / 'stages')   # one temporary folder holds the whole smoke run
     if a.smoke and md.resolve() == MD.resolve(): p.error(f"--smoke never writes {MD.relative_to(ROOT)}: pass another --md")
     if a.render_only:
         md.write_text(markdown(json.loads(out.read_text()) if out.exists() else None)); print(f"wrote {md}"); return

@@ -103,3 +103,11 @@ def test_committed_section_is_the_current_rendering():
     "benchmarks/gpu_check.md is what --render-only writes from the committed JSON (or the not-measured text without one)."
     res = json.loads(G.RESULTS.read_text()) if G.RESULTS.exists() else None
     assert G.MD.read_text() == G.markdown(res)
+
+def test_stages_past_the_deadline_are_skipped_with_a_note(tmp_path):
+    import argparse
+    a = argparse.Namespace(smoke=True, stages=['correctness', 'decode'], deadline_s=3.0, budget_scale=1.0, work_dir=str(tmp_path), argv=[])
+    res = G.run_all(a)
+    assert [s['status'] for s in res['stages'].values()] == ["skipped: the run's 3 s deadline was reached"] * 2
+    assert res['summary']['checks_run'] == 0 and res['summary']['train_tokens_per_s'] is None
+    assert 'not measured.' in G.markdown(res).split('## decode')[1]
