@@ -137,7 +137,7 @@ def _sync_used(model:nn.Module, loss:torch.Tensor) -> torch.Tensor:
 def unshard_root(engine:nn.Module):
     "FSDP2: gather the root unit's parameters (fresh after an optimizer step) and keep them until the next backward."
     if not hasattr(engine, 'unshard'): return
-    engine._get_fsdp_state()._lazy_init()   # the unroll is the root even when a Linear runs first (held-out loss at step 0)
+    engine._get_fsdp_state()._lazy_init()   # its root set-up, before any forward (the held-out loss at step 0 runs the model first)
     engine.reshard(); engine.unshard()
 
 def full_state(model:nn.Module, opt:torch.optim.Optimizer, mode:str) -> tuple:
@@ -153,7 +153,7 @@ def full_state(model:nn.Module, opt:torch.optim.Optimizer, mode:str) -> tuple:
     return {k: v for k, v in msd.items() if k not in tied}, osd   # a tied head is saved once, as save_pretrained does
 
 def load_full_state(model:nn.Module, opt:torch.optim.Optimizer, msd:dict, osd:dict):
-    "Put full model and optimizer state dicts (read by every rank) into an FSDP2-sharded model and its optimizer."
+    "Put full model and optimizer state dicts (read by every rank) into an FSDP2-sharded model (resharded first) and its optimizer."
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
     set_model_state_dict(model, msd, options=StateDictOptions(full_state_dict=True, strict=False))   # a tied head is absent
     if osd['state']: set_optimizer_state_dict(model, opt, osd, options=StateDictOptions(full_state_dict=True))
