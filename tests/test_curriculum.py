@@ -226,3 +226,32 @@ def test_sweep_files_parse():
         tpl, sets = C.load_sweep(f)
         assert sets and (ROOT / 'nbs' / Path(tpl).name).exists(), f
         for s in sets: C.curriculum_config(**{k: v for k, v in s['parameters'].items()})
+
+
+# --- issue 14: paired comparisons across runs (W against W, state passing against none), by document and seed
+
+def _fake_run(root, W, sp, seed, shift, ids):
+    "A curriculum folder as `load_run` returns it, with only what `paired_runs` reads: config, final summary, per-document losses."
+    import numpy as np
+
+    from ttt_nb.eval import save_nll
+    d = root / f'W{W}-sp{int(sp)}-s{seed}'
+    base = {i: 2.0 + 0.05 * (ord(i) - ord('a')) + 0.01 * seed for i in ids}   # a document's loss, the same in every run of a seed
+    nll = {'full': [np.r_[np.nan, np.full(20 * W, base[i] + shift)] for i in ids]}
+    save_nll(nll, ids, d / 'eval' / 'step_000010_nll.safetensors')
+    cfg = dict(W=W, train=dict(corpus='toy', state_passing=sp, seed=seed, steps=10, preset='tiny'), eval=dict(split='test'))
+    return dict(dir=str(d), name=d.name, config=cfg, summaries=[dict(step=10, losses_file='step_000010_nll.safetensors')])
+
+def test_paired_runs_by_document_and_seed(tmp_path):
+    from ttt_nb.curriculum.compare import paired_markdown, paired_runs
+    runs = []
+    for seed in (0, 1, 2):
+        runs += [_fake_run(tmp_path, 16, True, seed, 0.0, ['a', 'b', 'c', 'd']), _fake_run(tmp_path, 32, True, seed, 0.1, ['b', 'c', 'd', 'e']),
+                 _fake_run(tmp_path, 16, False, seed, 0.3, ['a', 'b', 'c', 'd'])]
+    rows = paired_runs(runs, ratios=(1, 10), n_boot=200)
+    w = [r for r in rows if r['varies'] == 'W' and r['seed'] == 0]
+    assert [r['position'] for r in w] == [32, 320] and all(r['docs'] == 3 for r in w)           # b, c, d: the documents both hold
+    assert all(abs(r["mean"] + 0.1) < 1e-6 for r in rows if r['varies'] == 'W')                 # W=16 is 0.1 nats better everywhere
+    sp = [r for r in rows if r['varies'] == 'state_passing' and r['seed'] == 'pooled']
+    assert len(sp) == 2 and all(r['docs'] == 12 and abs(r["mean"] + 0.3) < 1e-6 for r in sp)    # 4 documents x 3 seeds
+    assert 'W=16, SP - W=32, SP' in paired_markdown(rows)

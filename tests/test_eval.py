@@ -57,8 +57,10 @@ def _docs(V=40, lens=(75, 50, 91, 9), seed=0):
     return [torch.randint(0, V, (n,), generator=g) for n in lens]
 
 def _fresh_nll(m, ids, t, a):
-    "NLL of token t of `ids` from a fresh forward over ids[a:t] (the window that ends right before t)."
-    with torch.no_grad(): lg = m(ids[None, a:t], state=None, return_state=False).logits[0, -1]
+    "NLL of token t of `ids` from a fresh forward over ids[a:t] (the window that ends right before t), at token a's mini-batch phase."
+    st = m.init_state(1)
+    if hasattr(st, 'offset'): st.offset = int(a) % m.config.mini_batch_size     # TTT: the phase a has in full context
+    with torch.no_grad(): lg = m(ids[None, a:t], state=st, return_state=False).logits[0, -1]
     return -torch.log_softmax(lg, -1)[ids[t]].item()
 
 # --- the sliding window, by definition

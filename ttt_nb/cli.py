@@ -21,7 +21,8 @@ from . import data as D
 from . import plots
 from .checkpoint import latest_checkpoint
 from .core import as_device, write_json_atomic
-from .eval import _need_positive, _one_line, _run_context, evaluate_checkpoint, fmt_r, log_wandb_summary, select_documents
+from .eval import NGRAM_NAMES, _need_positive, _one_line, _run_context, evaluate_checkpoint, fmt_r, log_wandb_summary, select_documents
+from .stats import CI_METHODS
 from .train import RunInUse, TrainConfig, Trainer
 
 # %% auto #0
@@ -67,9 +68,12 @@ def evaluate_training_run(tr:Trainer, # a trainer after `fit`
                          ) -> dict|None: # the summary's scalar entries, or None when skipped
     "Evaluate the final checkpoint of a training run: JSON and figures in out_dir/eval."
     cfg, kw = tr.cfg, dict(tr.cfg.eval_kwargs)
-    split = kw.pop('split', cfg.heldout_split)
+    split = kw.pop('split', 'test')
+    if split == cfg.heldout_split:
+        warnings.warn(f"the evaluation split {split!r} is also the held-out monitor's (heldout_split): the convergence test and the "
+                      "evaluation read the same documents; set heldout_split='monitor' or eval_kwargs={'split': ...}", stacklevel=2)
     figures, lw, name = kw.pop('figures', True), kw.pop('log_wandb', True), kw.get('name', 'summary')
-    sel = dict(max_docs=kw.pop('max_docs', 64), min_docs=kw.get('min_docs', 5))
+    sel = dict(max_docs=kw.pop('max_docs', None), min_docs=kw.get('min_docs', 5), seed=cfg.seed)
     sel.update(dict(max_multiple=kw.pop('max_multiple'), fallback=()) if 'max_multiple' in kw else {})
     td = D.load_tokenized(cfg.corpus, split, cfg.tokenizer)
     try: docs, info = select_documents(td, cfg.seq_len, **sel)
@@ -118,7 +122,12 @@ def _eval_parser():
     p.add_argument('--min-len', type=int, help='keep documents with at least this many tokens (default: max_multiple*W + 1)')
     p.add_argument('--stride', type=int, default=16, help='S of the strided SW (default 16)')
     p.add_argument('--baselines', default='sw-strided,truncation', help='comma list of sw-strided, sw-exact, truncation')
-    p.add_argument('--max-docs', type=int, default=64, help='at most this many documents (default 64)')
+    p.add_argument('--max-docs', type=int, default=None, help='at most this many documents (default: every document long enough)')
+    p.add_argument('--doc-seed', type=int, default=None, help="with --max-docs: the seed of the random draw (default: the run's seed; none: the first)")
+    p.add_argument('--ngram', default='auto', choices=('auto', 'none'), help="n-gram reference fitted on the run's training split (default auto)")
+    p.add_argument('--ngram-orders', default='1,2,3,4,5', help='comma list of n-gram orders (default 1,2,3,4,5)')
+    p.add_argument('--no-memory', action='store_true', help='skip the memory block (carry weights, phase loss, EffRem) of TTT models')
+    p.add_argument('--ci-method', default='boot-t', help='interval over documents: boot-t (default), t, bca, percentile')
     p.add_argument('--min-docs', type=int, default=5, help='probes/lengths with fewer documents are skipped (default 5)')
     p.add_argument('--n-boot', type=int, default=1000); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--batch-size', type=int, default=8); p.add_argument('--chunk', type=int, default=512)
@@ -143,7 +152,12 @@ def eval_run(argv:list|None=None) -> dict:
     try:
         if not ckpt.is_dir(): raise FileNotFoundError(f"checkpoint folder not found: {ckpt}")
         if a.window is not None and a.window < 1: raise ValueError(f"--window must be >= 1, got {a.window}")
-        _need_positive(**{'--n-boot': a.n_boot, '--min-docs': a.min_docs, '--max-docs': a.max_docs, '--batch-size': a.batch_size, '--chunk': a.chunk})
+        _need_positive(**{'--n-boot': a.n_boot, '--min-docs': a.min_docs, '--batch-size': a.batch_size, '--chunk': a.chunk},
+                       **({} if a.max_docs is None else {'--max-docs': a.max_docs}))
+        try: orders = tuple(sorted({int(o) for o in a.ngram_orders.split(',') if o.strip()}))
+        except ValueError: orders = ()
+        if not orders or orders[0] < 1: raise ValueError(f"--ngram-orders must be a comma list of ints >= 1, got {a.ngram_orders!r}")
+        if a.ci_method not in CI_METHODS: raise ValueError(f"--ci-method must be one of {', '.join(CI_METHODS)}, got {a.ci_method!r}")
         rc = _run_context(ckpt).get('run_config', {})
         W = a.window if a.window is not None else rc.get('seq_len')
         if W is None: raise ValueError(f"give --window: {ckpt} is not inside a run folder whose config.json has seq_len")
@@ -155,15 +169,19 @@ def eval_run(argv:list|None=None) -> dict:
         if not corpus: raise ValueError("give --corpus (no run config.json beside the checkpoint)")
         device = as_device(None if a.device == 'auto' else a.device)   # one line if it is not here
         td = D.load_tokenized(corpus, a.split, tok, **kw)
-        docs, info = select_documents(td, W, a.max_multiple, a.max_docs, a.min_docs, a.min_len, fallback=())
+        seed = a.doc_seed if a.doc_seed is not None else rc.get('seed')
+        docs, info = select_documents(td, W, a.max_multiple, a.max_docs, a.min_docs, a.min_len, fallback=(), seed=seed)
         s = evaluate_checkpoint(ckpt, docs, W, a.out, dict(info, corpus_options=kw), dtype=a.dtype, device=device,
                                 stride=a.stride if 'sw-strided' in bl else None, exact_sw='sw-exact' in bl,
                                 truncation='truncation' in bl, min_docs=a.min_docs, n_boot=a.n_boot, seed=a.seed,
-                                batch_size=a.batch_size, chunk=a.chunk, name=a.name)
+                                batch_size=a.batch_size, chunk=a.chunk, name=a.name, ngram='auto' if a.ngram == 'auto' else None,
+                                ngram_orders=orders, memory=False if a.no_memory else None, ci_method=a.ci_method)
         if not a.no_figures: plots.save_all(s, a.out, a.name)
     except (ValueError, OSError) as e:
         print(f"ttt-eval: error: {_one_line(e)}", file=sys.stderr); sys.exit(2)
-    print(f"wrote {Path(a.out) / (a.name + '.json')}")
+    print(f"wrote {Path(a.out) / (a.name + '.json')} ({s['n_docs']} documents; intervals: {s['ci_method']})")
+    if 'regime' in s: print(f"  n-gram reference: {s['regime']['label']} (full PPL {s['regime']['ppl_full']:.3f}; "
+                            + ', '.join(f"{NGRAM_NAMES.get(int(n), n)} {v:.3f}" for n, v in s['ngram']['ppl'].items()) + ')')
     for pr in s['probes']:
         line = ', '.join(f"{k} {v['ppl']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in pr['ppl'].items())
         print(f"  r={fmt_r(pr['r']):>4} ({pr['docs']} docs, {pr['tokens']} tokens): {line}")

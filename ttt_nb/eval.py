@@ -30,8 +30,8 @@ __all__ = ['CI_METHOD', 'PROBE_RATIOS', 'SCHEMA', 'NGRAM_NAMES', 'PRIMARY_RATIOS
            'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll', 'linear_edges', 'log_edges',
            'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges', 'sweep_lengths', 'length_sweep',
            'is_reference', 'summarize', 'compat_keys', 'regime', 'adjust_multiplicity', 'templated', 'convergence',
-           'evaluate_run', 'log_wandb_summary', 'load_summary', 'seed_verdicts', 'read_old_summaries', 'old_rows',
-           'select_documents', 'load_checkpoint', 'evaluate_checkpoint', 'run_ngram']
+           'save_nll', 'load_nll', 'evaluate_run', 'log_wandb_summary', 'load_summary', 'seed_verdicts',
+           'read_old_summaries', 'old_rows', 'select_documents', 'load_checkpoint', 'evaluate_checkpoint', 'run_ngram']
 
 # %% ../nbs/19_eval.ipynb #63590cc9
 def as_docs(docs) -> list[np.ndarray]:
@@ -475,6 +475,29 @@ def convergence(training:dict) -> dict:
                     else 'convergence unknown (no train_summary.json)')
     return out
 
+# %% ../nbs/19_eval.ipynb #nllio
+def save_nll(nll:dict, doc_ids:list|None, path, docs_hash:str='') -> Path:
+    "Per-document NLL of the model's methods (references left out: they are refitted cheaply) as float32 [D, T] in one safetensors file."
+    from safetensors.numpy import save_file
+    keep = {m: xs for m, xs in nll.items() if not is_reference(m)}
+    T = max(len(x) for x in nll['full'])
+    arr = {m: np.stack([np.pad(np.asarray(x, np.float32), (0, T - len(x)), constant_values=np.nan) for x in xs]) for m, xs in keep.items()}
+    lens = np.array([len(x) for x in nll['full']], dtype=np.int64)
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(dict(arr, lengths=lens), str(path), metadata=dict(format='ttt_nb.eval.nll/1', docs_hash=docs_hash,
+                                                                 doc_ids=json.dumps([str(i) for i in doc_ids] if doc_ids is not None else None)))
+    return path
+
+def load_nll(path) -> tuple[dict, list|None]:
+    "Read `save_nll`: method -> per-document float64 NLL arrays (index = position), and the document names (or None)."
+    from safetensors import safe_open
+    with safe_open(str(path), 'np') as f:
+        meta = f.metadata() or {}
+        if meta.get('format') != 'ttt_nb.eval.nll/1': raise ValueError(f"{path}: not a per-document NLL file (format {meta.get('format')!r})")
+        lens = f.get_tensor('lengths')
+        nll = {k: [f.get_tensor(k)[i, :n].astype(np.float64) for i, n in enumerate(lens)] for k in f.keys() if k != 'lengths'}
+    return nll, json.loads(meta.get('doc_ids', 'null'))
+
 # %% ../nbs/19_eval.ipynb #6b0cb7b3
 def evaluate_run(
     model,                    # any ttt_nb language model with the common interface (TTT, Transformer, SWA)
@@ -503,6 +526,7 @@ def evaluate_run(
     memory:bool|None=None,    # `ttt_nb.memory.memory_summary` into `summary['memory']` (None: for TTT models)
     memory_kwargs:dict|None=None, # its settings (defaults are cheap: 16 documents, 8 EffRem points)
     ci_method:str=CI_METHOD,  # the interval over documents (`ttt_nb.stats.CI_METHODS`)
+    save_losses:bool=True,    # also out_dir/{name}_nll.safetensors: per-document NLL of the model's methods (paired comparisons across runs)
 ) -> dict:                    # the summary (schema above), also written to out_dir/{name}.json
     "Evaluate one model on held-out documents: full context vs SW, bins, probes, length sweep, truncation; a JSON summary."
     if figures: raise ValueError("evaluate_run draws no figures: call ttt_nb.plots.save_all(summary, out_dir, name)")
@@ -554,6 +578,7 @@ def evaluate_run(
         t0 = time.perf_counter(); summary['memory'] = _memory_block(model, docs, W, nll, S, memory_kwargs or {})
         secs['memory'] = round(time.perf_counter() - t0, 3)
     summary['convergence'] = convergence(training)
+    if save_losses: summary['losses_file'] = save_nll(nll, doc_ids, out_dir / f'{name}_nll.safetensors', summary['data']['docs_hash']).name
     summary['step'] = training.get('step')
     write_json_atomic(summary, out_dir / f'{name}.json')
     if log_wandb: log_wandb_summary(summary)

@@ -11,7 +11,7 @@ from statistics import NormalDist
 import numpy as np
 
 # %% auto #0
-__all__ = ['CI_METHODS', 'SIMULATIONS', 't_cdf', 't_ppf', 'ratio_ci', 'coverage', 'holm']
+__all__ = ['CI_METHODS', 'BOOT_T_MIN_DOCS', 'SIMULATIONS', 't_cdf', 't_ppf', 'ratio_ci', 'coverage', 'holm']
 
 # %% ../nbs/01a_stats.ipynb #2fa5ae0d
 def t_cdf(x, df:int) -> np.ndarray:
@@ -42,7 +42,7 @@ def t_ppf(q:float, df:int) -> float:
 
 # %% ../nbs/01a_stats.ipynb #696c4edb
 CI_METHODS = {
-    'boot-t': 'studentized bootstrap over documents (bootstrap-t): token-weighted mean (ratio), delta-method standard error',
+    'boot-t': 'studentized bootstrap over documents (bootstrap-t): token-weighted mean (ratio), delta-method standard error; Student t below 10 documents',
     't': 'Student t over documents: token-weighted mean (ratio) with a delta-method standard error, D-1 degrees of freedom',
     'bca': 'BCa bootstrap over documents (bias-corrected and accelerated, jackknife acceleration)',
     'percentile': 'percentile bootstrap over documents (undercovers with few documents; kept for comparison)',
@@ -103,6 +103,8 @@ def _t_by_df(D:np.ndarray, f) -> np.ndarray:
     for d in np.unique(D[D >= 2]): m = D == d; out[m] = f(m, int(d) - 1)
     return out
 
+BOOT_T_MIN_DOCS = 10   # below this many documents a bin's 'boot-t' interval is the Student t one (se* of 2-3 distinct documents explodes)
+
 def ratio_ci(S:np.ndarray,      # [D, K] per document and bin: summed NLL (or summed paired difference)
              N:np.ndarray,      # [D, K] tokens; 0 = the document is not in the bin
              method:str='boot-t', # 'boot-t' (default), 't', 'bca' or 'percentile' (`CI_METHODS`)
@@ -127,6 +129,9 @@ def ratio_ci(S:np.ndarray,      # [D, K] per document and bin: summed NLL (or su
             else:
                 tt = (reps - R) / rse                           # studentized replicates
                 lo, hi = R - _col_quantile(tt, (1 + ci) / 2) * se, R - _col_quantile(tt, (1 - ci) / 2) * se
+                few = D < BOOT_T_MIN_DOCS                       # too few documents for a stable bootstrap-t: Student t there
+                tq = _t_by_df(D, lambda m, df: t_ppf((1 + ci) / 2, df))
+                lo, hi = np.where(few, R - tq * se, lo), np.where(few, R + tq * se, hi)
     bad = D < 2
     return dict(mean=R, lo=np.where(bad, np.nan, lo), hi=np.where(bad, np.nan, hi), se=se, p=p, docs=D.astype(np.int64))
 

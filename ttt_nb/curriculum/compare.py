@@ -8,16 +8,110 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
+
+from .. import eval as E
+from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
 from .run import _hw, compare_table, load_run, table_markdown
 from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_label, save_figure, sw_method
 
 # %% auto #0
-__all__ = ['COMPARE_TITLES', 'compare_caption', 'compare_runs', 'expand_runs', 'seed_claims', 'claims_markdown',
-           'show_comparison', 'compare_main']
+__all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
+           'compare_runs', 'expand_runs', 'seed_claims', 'claims_markdown', 'show_comparison', 'compare_main']
+
+# %% ../../nbs/27_curriculum.compare.ipynb #paired1
+def final_losses(run:dict) -> tuple[dict, list|None, dict]:
+    "The final checkpoint's per-document NLL of a curriculum run (`eval.save_nll` file), its document names and its summary."
+    s = run['summaries'][-1]
+    f = Path(run['dir']) / 'eval' / s.get('losses_file', f"step_{s.get('step') or 0:06d}_nll.safetensors")
+    if not f.exists(): raise FileNotFoundError(f"{f} is missing: evaluate {run['dir']} again with this version (it writes per-document losses)")
+    nll, ids = E.load_nll(f)
+    return nll, ids, s
+
+def paired_difference(a:tuple,            # (nll dict, doc names) of run A (`final_losses`)
+                      b:tuple,            # the same for run B
+                      positions,          # absolute positions P: bins [P - h, P + h)
+                      halfwidth:int,      # h
+                      method_a:str='full', method_b:str='full',
+                      ci_method:str=E.CI_METHOD, n_boot:int=1000, seed:int=0,
+                     ) -> tuple[list, np.ndarray, np.ndarray]: # rows, and S [D, K], N [D, K] per common document
+    "A - B NLL per absolute position bin, paired by document name, over the positions both runs scored."
+    (na, ia), (nb_, ib) = a, b
+    if ia is None or ib is None:
+        if len(na[method_a]) != len(nb_[method_b]): raise ValueError("runs without document names must hold the same documents")
+        pairs = [(i, i) for i in range(len(na[method_a]))]
+    else:
+        jb = {d: j for j, d in enumerate(ib)}; pairs = [(i, jb[d]) for i, d in enumerate(ia) if d in jb]
+    K = len(positions); S, N = np.zeros((len(pairs), K)), np.zeros((len(pairs), K))
+    for r, (i, j) in enumerate(pairs):
+        xa, xb = na[method_a][i], nb_[method_b][j]; L = min(len(xa), len(xb))
+        d = xa[:L] - xb[:L]; ok = np.isfinite(d)
+        for k, P in enumerate(positions):
+            m = ok.copy(); m[:max(1, P - halfwidth)] = False; m[P + halfwidth:] = False
+            if P < L: S[r, k], N[r, k] = d[m].sum(), m.sum()     # only documents that reach P
+    ci = ST.ratio_ci(S, N, ci_method, 0.95, n_boot, seed)
+    rows = [dict(position=int(P), lo_pos=int(max(1, P - halfwidth)), hi_pos=int(P + halfwidth), docs=int(ci['docs'][k]),
+                 tokens=int(N[:, k].sum()), mean=float(ci['mean'][k]), lo=float(ci['lo'][k]), hi=float(ci['hi'][k]), p=float(ci['p'][k]))
+            for k, P in enumerate(positions)]
+    return rows, S, N
+
+# %% ../../nbs/27_curriculum.compare.ipynb #paired2
+def _varied(r, drop:str):
+    "The value of the setting a comparison varies: W, or state passing."
+    return r['config']['W'] if drop == 'W' else r['config']['train']['state_passing']
+
+def _key(r, drop:str) -> tuple:
+    "What must match for a pair: corpus, eval split, steps, preset, the seed and the setting not varied."
+    t, e = r['config']['train'], r['config']['eval']
+    k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'])
+    k.pop('W' if drop == 'W' else 'sp'); return tuple(sorted(k.items()))
+
+def _pairs(runs:list, drop:str) -> list:
+    "(name, run A, run B) for every two runs that differ only in the varied setting (W: smaller first; SP before no SP)."
+    groups, out = {}, []
+    for r in runs: groups.setdefault(_key(r, drop), []).append(r)
+    for _, rs in sorted(groups.items()):
+        vals = sorted({_varied(r, drop) for r in rs}, reverse=drop != 'W')
+        for va, vb in zip(vals[:-1], vals[1:]):
+            ra, rb = (next(r for r in rs if _varied(r, drop) == v) for v in (va, vb))
+            out.append((f"{run_label(ra, seed=False)} - {run_label(rb, seed=False)}", ra, rb))
+    return out
+
+# %% ../../nbs/27_curriculum.compare.ipynb #paired3
+def paired_runs(runs:list,                 # `load_run` dicts (final checkpoints evaluated with per-document losses)
+                ratios=(1, 2, 5, 10),      # positions r * (the larger W)
+                n_boot:int=1000, seed:int=0, ci_method:str=E.CI_METHOD,
+               ) -> list[dict]:            # one row per comparison, seed ('pooled': documents x seeds) and position
+    "W against W (full context, same absolute positions, same documents) and state passing against none, paired by document and seed."
+    rows, pools = [], {}
+    for drop in ('W', 'state_passing'):
+        for name, ra, rb in _pairs(runs, drop):
+            Wmax, h = max(ra['config']['W'], rb['config']['W']), min(ra['config']['W'], rb['config']['W']) // 2
+            pos = [int(q * Wmax) for q in ratios]
+            res, S, N = paired_difference(final_losses(ra)[:2], final_losses(rb)[:2], pos, h, ci_method=ci_method, n_boot=n_boot, seed=seed)
+            sd = ra['config']['train']['seed']
+            rows += [dict(comparison=name, varies=drop, seed=sd, a=ra['dir'], b=rb['dir'], **x) for x in res]
+            pools.setdefault((drop, name, tuple(pos), h), []).append((S, N))
+    for (drop, name, pos, h), parts in pools.items():
+        if len(parts) < 2: continue
+        S, N = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])   # units: (document, seed)
+        ci = ST.ratio_ci(S, N, ci_method, 0.95, n_boot, seed)
+        rows += [dict(comparison=name, varies=drop, seed='pooled', seeds=len(parts), position=P, lo_pos=max(1, P - h), hi_pos=P + h,
+                      docs=int(ci['docs'][k]), tokens=int(N[:, k].sum()), mean=float(ci['mean'][k]), lo=float(ci['lo'][k]),
+                      hi=float(ci['hi'][k]), p=float(ci['p'][k])) for k, P in enumerate(pos)]
+    return rows
+
+def paired_markdown(rows:list) -> str:
+    "A markdown table of `paired_runs` (A - B, nats/token; exploratory intervals)."
+    out = ['| comparison | seed | position | docs | tokens | A - B (nats/token) | 95% CI |', '|---|---|---|---|---|---|---|']
+    for w in rows:
+        out.append(f"| {w['comparison']} | {w['seed']} | {w['position']} | {w['docs']} | {w['tokens']} | {w['mean']:+.4f} | [{w['lo']:+.4f}, {w['hi']:+.4f}] |")
+    return '\n'.join(out)
 
 # %% ../../nbs/27_curriculum.compare.ipynb #f686c9b2
 def compare_caption(runs:list, extra:str='') -> str:
@@ -38,7 +132,7 @@ def compare_caption(runs:list, extra:str='') -> str:
     ns = sorted({len(v) for v in seeds.values()})
     parts.append(f"Seeds per setting: {', '.join(f'{k}: {sorted(v)}' for k, v in seeds.items())}"
                  + (' (single seed: no claim across seeds).' if ns == [1] else '.'))
-    parts.append('Bands: 95% bootstrap CI over documents.')
+    parts.append(f'Bands: 95% CI over documents ({E.CI_METHOD}: {ST.CI_METHODS[E.CI_METHOD]}).')
     if extra: parts.append(extra)
     return ' '.join(parts)
 
@@ -56,8 +150,12 @@ def compare_runs(run_dirs:list, # curriculum run folders
                     ('compare_position', plot_compare_position), ('compare_training', plot_compare_training)):
         figs[name] = str(save_figure(f(runs), out / f'{name}.png', dpi=dpi))
     table = compare_table(runs)
-    write_json_atomic(dict(runs=[r['dir'] for r in runs], table=table, figures=figs, created=_now()), out / 'compare.json')
-    return dict(runs=runs, figures=figs, table=table)
+    try: paired = paired_runs(runs)
+    except FileNotFoundError as e: paired = []; warnings.warn(f"no paired comparisons across runs: {e}", stacklevel=2)
+    write_json_atomic(dict(runs=[r['dir'] for r in runs], table=table, figures=figs, paired=paired, ci_method=E.CI_METHOD,
+                           paired_note='A - B at the same absolute positions on the same documents (by name), per seed and pooled over '
+                                       '(document, seed) units; exploratory intervals', created=_now()), out / 'compare.json')
+    return dict(runs=runs, figures=figs, table=table, paired=paired)
 
 # %% ../../nbs/27_curriculum.compare.ipynb #8978340d
 COMPARE_TITLES = dict(compare_probes='Probe points of the final checkpoints', compare_evolution='Paired difference over training',
@@ -107,6 +205,9 @@ def show_comparison(res:dict):
     display(Markdown('**Final checkpoints, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(res['table'])))
     display(Markdown('**Claims across seeds** (the 3-seed rule: at least 3 seeds, every paired CI excluding zero the same way):\n\n'
                      + claims_markdown(seed_claims(runs))))
+    if res.get('paired'):
+        display(Markdown('**Paired across runs** (A - B at the same absolute positions on the same documents; per seed and pooled; '
+                         'exploratory):\n\n' + paired_markdown(res['paired'])))
     cap = compare_caption(runs)
     for k, title in COMPARE_TITLES.items():
         if k not in res['figures']: continue

@@ -41,7 +41,7 @@ def curriculum_config(
     lr:float=3e-3,                 # peak learning rate
     n_checkpoints:int=6,           # evenly spaced checkpoints, step 0 and the last included; each is evaluated
     eval_max_mult:float=20,        # furthest probe point, in W (lowered to 10, 5, 2 if too few documents are long enough)
-    eval_docs:int=16,              # held-out documents evaluated (the same at every checkpoint)
+    eval_docs:int|None=None,       # at most this many held-out documents (None or 0: every document long enough; a cap draws them with the seed)
     stride:int=16,                 # S of the strided sliding window (clamped to W)
     state_passing:bool=True,       # carry the state across consecutive training segments (TBPTT)
     seed:int=0,                    # model init and data order
@@ -49,7 +49,7 @@ def curriculum_config(
     out_dir:str='runs/curriculum', # the run folder
     device:str='cpu',              # 'cpu', 'cuda', 'auto'
     train_split:str='train',       # training split ('validation' for WikiText-2 raw here: no train file)
-    heldout_split:str='validation',# split of the held-out loss during training
+    heldout_split:str='monitor',   # held-out monitor: 'monitor' (documents carved from train_split that training skips) or a split, never eval_split
     eval_split:str='test',         # split of the evaluated documents
     min_docs:int=5,                # probes with fewer documents are skipped (and listed)
     truncation:bool=False,         # also the truncation test (state reset one window back; ~2 more passes)
@@ -60,10 +60,15 @@ def curriculum_config(
     model_overrides:dict|None=None,# TTTConfig fields over the preset
     precision:str='auto',          # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16'
     threads:int=1,                 # torch CPU threads (0: torch's default); 1 is by far the fastest when other jobs share the cores
+    eval_memory:bool|None=None,    # the memory block of every checkpoint's summary (None: as evaluate_run, on for TTT)
+    eval_ngram:bool=True,          # the n-gram reference (fitted once on train_split, cached) in every summary
 ) -> dict:                         # {'train': TrainConfig fields, 'eval': evaluation settings, 'W', 'out_dir'}
     "The resolved configuration of a curriculum run."
     if W < 1 or steps < 1 or n_checkpoints < 2: raise ValueError(f"need W >= 1, steps >= 1 and n_checkpoints >= 2 (got {W}, {steps}, {n_checkpoints})")
-    if eval_docs < min_docs: raise ValueError(f"eval_docs={eval_docs} is below min_docs={min_docs}: every probe would be skipped")
+    eval_docs = eval_docs or None
+    if eval_docs is not None and eval_docs < min_docs: raise ValueError(f"eval_docs={eval_docs} is below min_docs={min_docs}: every probe would be skipped")
+    if heldout_split == eval_split:
+        raise ValueError(f"heldout_split {heldout_split!r} is the evaluation split: the monitor must not read the evaluated documents; use heldout_split='monitor'")
     train = dict(model='ttt', preset=preset, model_overrides=dict(model_overrides or {}), corpus=corpus, split=train_split,
                  heldout_split=heldout_split, tokenizer=tokenizer, seq_len=int(W), batch_size=int(batch_size), steps=int(steps),
                  state_passing=bool(state_passing), lr=float(lr), lr_end=float(lr / 10 if lr_end is None else lr_end),
@@ -71,8 +76,8 @@ def curriculum_config(
                  device=device, out_dir=str(out_dir), n_checkpoints=int(n_checkpoints),
                  eval_every=int(eval_every if eval_every is not None else max(1, steps // 20)), eval_batches=2,
                  eval_batch_size=min(8, batch_size), run_eval=False, progress=False, wandb=wandb_mode, precision=precision)
-    ev = dict(split=eval_split, max_mult=float(eval_max_mult), docs=int(eval_docs), stride=min(int(stride), int(W)), min_docs=int(min_docs),
-              truncation=bool(truncation), n_boot=int(n_boot))
+    ev = dict(split=eval_split, max_mult=float(eval_max_mult), docs=None if eval_docs is None else int(eval_docs), stride=min(int(stride), int(W)), min_docs=int(min_docs),
+              truncation=bool(truncation), n_boot=int(n_boot), memory=eval_memory, ngram=bool(eval_ngram))
     return dict(W=int(W), out_dir=str(out_dir), threads=int(threads), train=train, eval=ev)
 
 # %% ../../nbs/26_curriculum.run.ipynb #fb4efc4e
@@ -90,13 +95,30 @@ def eval_documents(cfg:dict, # from `curriculum_config`
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='max_multiple lowered')   # said below in the curriculum's terms
         docs, info = E.select_documents(D.load_tokenized(t['corpus'], e['split'], t['tokenizer']), W, max_multiple=list(reach)[0],
-                                        max_docs=e['docs'], min_docs=e['min_docs'], fallback=list(reach)[1:])
+                                        max_docs=e['docs'], min_docs=e['min_docs'], fallback=list(reach)[1:],
+                                        seed=t['seed'])
     mult = reach[info['max_multiple']]
     if mult != asked: warnings.warn(f"eval_max_mult lowered from {asked} to {mult}: too few documents reach {asked}W", stacklevel=2)
     names = dict(max_multiple=('max_mult', mult), max_multiple_asked=('max_mult_asked', asked))
     return docs, {names[k][0] if k in names else k: names[k][1] if k in names else v for k, v in info.items()}
 
 # %% ../../nbs/26_curriculum.run.ipynb #86705042
+def _issue14_fields(s:dict) -> dict:
+    "The instruments of issue 14 in an entry: interval method, endpoints, n-gram reference and regime, convergence, sensitivity, memory."
+    out = dict(ci_method=s.get('ci_method'), endpoints=s.get('endpoints'), convergence=s.get('convergence'))
+    if 'regime' in s:
+        out.update(regime=s['regime']['beats'], regime_label=s['regime']['label'], far_context_claims=s['regime']['far_context_claims'],
+                   ngram_ppl_overall=s['ngram']['ppl'], ngram=dict(kind=s['ngram']['kind'], fitted_on=s['ngram']['fitted_on']))
+        for p in s['probes']:
+            out[f'ngram_ppl_at_{fmt_r(p["r"])}xW'] = {m[5:]: p['ppl'][m]['ppl'] for m in s.get('references', [])}
+    for p in s['probes']:
+        sw = sw_method(s); d = p['diff'].get(f'full-{sw}') if sw else None
+        if d is not None: out[f'diff_at_{fmt_r(p["r"])}xW_p_holm'] = d.get('p_holm')
+    se = s.get('sensitivity')
+    if se: out['sensitivity'] = dict(excluded=se.get('excluded'), n_docs=se.get('n_docs'), probes=se.get('probes'), note=se.get('note'))
+    if 'memory' in s: out['memory'] = {k: s['memory'].get(k) for k in ('carry', 'error') if k in s['memory']}
+    return out
+
 def summary_entry(summary:dict, # an `evaluate_run` summary of one checkpoint
                   run:dict=None, # run fields to copy into the entry (W, state_passing, seed, corpus, ...)
                   path:str=None, # where the full summary lives, relative to the run folder
@@ -119,6 +141,7 @@ def summary_entry(summary:dict, # an `evaluate_run` summary of one checkpoint
             e[f'diff_at_{r}xW'] = dict(mean=d['mean'], lo=d['lo'], hi=d['hi'], excludes_zero=bool(d['excludes_zero']))
         e[f'docs_at_{r}xW'] = p['docs']; e[f'tokens_at_{r}xW'] = p['tokens']
     e['probes_skipped'] = [dict(r=q['r'], docs=q['docs']) for q in summary.get('probes_skipped', [])]
+    e.update(_issue14_fields(summary))
     if path: e['summary'] = path
     return e
 
@@ -195,7 +218,7 @@ def _eval_checkpoint(out:Path, cfg:dict, tcfg, ts:dict, docs:list, dinfo:dict, s
     W, name = cfg['W'], f'step_{step:06d}'
     old = _read_json(out / 'eval' / f'{name}.json')
     if old and old.get('data', {}).get('docs_hash') == _docs_hash(docs) and all(
-            old['config'].get(k) == v for k, v in (('stride', cfg['eval']['stride']), ('truncation', cfg['eval']['truncation']), ('n_boot', cfg['eval']['n_boot']))):
+            old['config'].get(k) == v for k, v in (('stride', cfg['eval']['stride']), ('truncation', cfg['eval']['truncation']), ('n_boot', cfg['eval']['n_boot']), ('ci_method', E.CI_METHOD))):
         return old, False   # evaluated before this run was resumed: same documents, same settings
     prog(current=step)
     t0 = time.time()
@@ -208,7 +231,7 @@ def _eval_checkpoint(out:Path, cfg:dict, tcfg, ts:dict, docs:list, dinfo:dict, s
                               device=None if tcfg.device == 'auto' else tcfg.device, stride=cfg['eval']['stride'],
                               truncation=cfg['eval']['truncation'], max_multiple=(dinfo['max_mult'] * W + W // 2) / W + 1e-9,
                               min_docs=cfg['eval']['min_docs'], n_boot=cfg['eval']['n_boot'], ratios=probe_ratios(dinfo['max_mult']),
-                              name=name, log_wandb=False)
+                              name=name, log_wandb=False, memory=cfg['eval'].get('memory'), ngram='auto' if cfg['eval'].get('ngram', True) else None)
     prog(evaluated=sorted(set(prog.d['evaluated']) | {step}), eval_seconds=prog.d['eval_seconds'] + [round(time.time() - t0, 2)])
     return s, True
 
