@@ -139,7 +139,7 @@ def test_carry_log_and_its_signal_to_noise(tmp_path):
     lines = [r for r in log(tmp_path / 'run') if 'loss' in r]
     last = lines[-1]
     assert len(last['carry_raw']) == 2 and last['carry_grad_steps'] == 4
-    assert last['carry_raw'][1] == pytest.approx(float(tr.model.model.layers[1].seq_modeling_block.learnable_token_idx[-1]), abs=1e-6)
+    assert last['carry_raw'][1] == pytest.approx(float(tr.model.model.layers[1].seq_modeling_block.learnable_token_idx[-1].detach()), abs=1e-6)
     g = np.array(seen[-4:])
     assert last['carry_grad_snr'][1] == pytest.approx(g.mean() / g.std(ddof=1), rel=1e-3)
     assert lines[0]['carry_grad_snr'] == [None, None]           # one step is no spread
