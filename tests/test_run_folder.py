@@ -174,7 +174,7 @@ def test_resume_with_changed_settings_is_refused_unless_allowed(tmp_path):
     cfg = cfg_(tmp_path, steps=3); build(cfg).fit()
     conf = (Path(cfg.out_dir) / 'config.json').read_text()
     for kw, msg in ((dict(lr=1e-2), 'lr 0.03 -> 0.01'), (dict(heldout_split='test'), "heldout_split 'validation' -> 'test'"),
-                    (dict(eval_batches=2), 'eval_batches 4 -> 2'), (dict(steps=5), 'steps 3 -> 5')):
+                    (dict(eval_batches=2), 'eval_batches 32 -> 2'), (dict(steps=5), 'steps 3 -> 5')):
         with pytest.raises(ValueError, match=f'change what the run measures.*{msg}.*--allow-config-change'):
             build(cfg_(tmp_path, **{'steps': 3, **kw})).fit(resume=True)
     assert (Path(cfg.out_dir) / 'config.json').read_text() == conf

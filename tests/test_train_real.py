@@ -38,7 +38,7 @@ def test_ttt_initial_weights_learn(tmp_path):
         tr = Trainer(cfg_(tmp_path / str(sp), steps=1, warmup_steps=0, state_passing=sp))
         init = [tuple(w.detach().clone() for w in ws) for ws in tr.model.ttt_init_params()]
         others = {n: p.detach().clone() for n, p in tr.model.named_parameters() if 'learnable' in n}
-        assert not any(n.endswith(('W1', 'b1')) for n in tr.param_names['decay'])      # not decayed by default
+        assert any(n.endswith(('W1', 'b1')) for n in tr.param_names['decay'])          # decayed by default (the official recipe)
         tr.fit()
         for before, after in zip(init, tr.model.ttt_init_params(), strict=True):
             for a, b in zip(before, after, strict=True): assert not torch.equal(a, b.detach())
