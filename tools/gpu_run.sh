@@ -6,6 +6,7 @@
 # Then benchmarks/gpu_check.py (about 8 minutes on one H100, its own deadline 480 s; `timeout` stops it at 570 s, inside
 # a 10-minute limit) writes benchmarks/results/gpu_check.json and benchmarks/gpu_check.md, tools/benchmarks_md.py
 # rewrites BENCHMARKS.md, and all of it, the log and each stage's JSON and log go to $OUT (default gpu_out/).
+# PYTHON=... picks the interpreter (default python3); options are passed to gpu_check.py (--smoke: tiny sizes, e.g. on CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
