@@ -59,6 +59,9 @@ def run_one(name:str, fields:dict, out_root:Path, res_root:Path, eval_split:str,
     resume = latest_checkpoint(cfg.out_dir) is not None
     summ = Trainer(cfg).fit(resume=resume)
     train_s, train_cpu = time.time() - t0, _cpu_s() - c0
+    if summ.get('state') != 'finished':
+        raise SystemExit(f"{name}: training ended {summ.get('state')!r} at step {summ.get('step')} ({summ.get('reason')}): "
+                         "no result written; run the sweep again to resume it")
     ckpt = latest_checkpoint(cfg.out_dir)
     model = load_checkpoint(ckpt)
     res = dict(name=name, config=cfg.to_dict(), train=dict(wall_s=round(train_s, 1), cpu_s=round(train_cpu, 1), resumed=resume,
