@@ -221,11 +221,24 @@ def test_sweep_with_a_failing_set(tmp_path):
     assert r.returncode == 1 and '1 failed' in r.stdout
 
 
+def _template_parameters(tpl) -> set:
+    "The names the parameters cell of a template defines."
+    import re
+    nb = json.loads((ROOT / 'nbs' / Path(tpl).name).read_text())
+    cell = next(c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
+    return {m for line in ''.join(cell['source']).splitlines() if (m := (re.match(r'^(\w+)\s*[:=]', line) or [None, None])[1])}
+
 def test_sweep_files_parse():
+    import inspect
+    known = set(inspect.signature(C.curriculum_config).parameters)
     for f in (ROOT / 'sweeps').glob('*.yaml'):
+        if 'tools/regime_sweep.py' in f.read_text(): continue   # TrainConfig fields for tools/regime_sweep.py, not a ttt-sweep file
         tpl, sets = C.load_sweep(f)
         assert sets and (ROOT / 'nbs' / Path(tpl).name).exists(), f
-        for s in sets: C.curriculum_config(**{k: v for k, v in s['parameters'].items()})
+        names = _template_parameters(tpl)
+        for s in sets:
+            assert set(s['parameters']) <= names, (f.name, sorted(set(s['parameters']) - names))
+            if Path(tpl).name == 'run_curriculum.ipynb': C.curriculum_config(**{k: v for k, v in s['parameters'].items() if k in known})
 
 
 # --- issue 14: paired comparisons across runs (W against W, state passing against none), by document and seed

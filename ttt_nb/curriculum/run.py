@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from .. import data as D
 from .. import eval as E
+from .. import stats as STATS
 from .. import train as T
 from ..checkpoint import list_checkpoints
 from ..core import hardware_info, sha256_of, write_json_atomic
@@ -324,16 +325,20 @@ def run_caption(run:dict, # from `load_run`
     parts.append(f"Seed {t['seed']}: single seed, no claim across seeds." if len(seeds) == 1 else f"Seeds {seeds}.")
     fl, hl = ts.get('final_loss'), ts.get('heldout_loss')
     conv = ts.get('converged')
-    parts.append(f"Training converged (trainer's test: schedule complete and held-out loss changed < 1% over the last interval): {'yes' if conv else 'NO' if conv is not None else 'unknown'}"
+    parts.append(f"Training converged (trainer's two-sided test on the held-out monitor {t.get('heldout_split', '?')!r}, never the evaluated split): {'yes' if conv else 'NO' if conv is not None else 'unknown'}"
                  + (f" (schedule complete, lr at its floor {t['lr_end']:g})" if ts.get('schedule_complete') else '')
-                 + (f"; final train loss {fl:.3f}" if fl is not None else '') + (f", held-out loss {hl:.3f} nats/token" if hl is not None else '') + '.')
+                 + (f"; final train loss {fl:.3f}" if fl is not None else '') + (f", held-out loss {hl:.3f} nats/token" if hl is not None else '')
+                 + (f" (best {ts['best_heldout_loss']:.3f})" if ts.get('best_heldout_loss') is not None else '') + '.')
     hw = c.get('hardware', {})
     parts.append(f"ttt_nb {hw.get('ttt_nb', '?')}, torch {hw.get('torch', '?')}; {_hw(hw)}, {c.get('torch_threads', '?')} torch thread(s)"
                  + (f"; wall time {st['wall_s']:.0f} s (training {st.get('train_s') or 0:.0f} s)" if st.get('wall_s') else '')
                  + (f", process CPU time {st['cpu_s']:.0f} s (the machine may have been shared)" if st.get('cpu_s') else '') + '.')
     mem = memory_note((run['entries'][-1] if run['entries'] else {}).get('memory_scale'))
     if mem: parts.append(mem)
-    parts.append('Bands: 95% bootstrap CI over documents.')
+    last = run['summaries'][-1] if run['summaries'] else {}
+    if last.get('regime'): parts.append(f"Final checkpoint against the n-gram ({last['ngram']['kind']}, fitted on {last['ngram']['fitted_on'].get('split')}): {last['regime']['label']}.")
+    parts.append(f"Bands: 95% CI over documents ({last.get('ci_method', 'boot-t')}: {STATS.CI_METHODS.get(last.get('ci_method', 'boot-t'), '')}). "
+                 "Primary endpoints: the final checkpoint's paired full - SW difference at 10W and 20W; every other interval is exploratory (Holm-adjusted p in the summaries).")
     if extra: parts.append(extra)
     return ' '.join(parts)
 
