@@ -132,6 +132,8 @@ def ratio_ci(S:np.ndarray,      # [D, K] per document and bin: summed NLL (or su
                 few = D < BOOT_T_MIN_DOCS                       # too few documents for a stable bootstrap-t: Student t there
                 tq = _t_by_df(D, lambda m, df: t_ppf((1 + ci) / 2, df))
                 lo, hi = np.where(few, R - tq * se, lo), np.where(few, R + tq * se, hi)
+    exact = se == 0                                              # every document has the same ratio (e.g. identical methods): no spread
+    lo, hi = np.where(exact, R, lo), np.where(exact, R, hi)
     bad = D < 2
     return dict(mean=R, lo=np.where(bad, np.nan, lo), hi=np.where(bad, np.nan, hi), se=se, p=p, docs=D.astype(np.int64))
 
