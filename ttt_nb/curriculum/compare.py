@@ -202,7 +202,7 @@ def show_comparison(res:dict):
     from IPython.display import Image, Markdown, display
     runs = res['runs']
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
-    display(Markdown('**Final checkpoints, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(res['table'])))
+    display(Markdown('**Final checkpoints, probe points** (95% CIs over documents, studentized bootstrap):\n\n' + table_markdown(res['table'])))
     display(Markdown('**Claims across seeds** (the 3-seed rule: at least 3 seeds, every paired CI excluding zero the same way):\n\n'
                      + claims_markdown(seed_claims(runs))))
     if res.get('paired'):

@@ -419,7 +419,7 @@ def show_run(run:dict):
     # IPython: only where a notebook shows the run
     from IPython.display import Image, Markdown, display
     display(Markdown(run_overview(run)))
-    display(Markdown('**Final checkpoint, probe points** (95% bootstrap CIs over documents):\n\n' + table_markdown(compare_table([run]))))
+    display(Markdown('**Final checkpoint, probe points** (95% CIs over documents, studentized bootstrap):\n\n' + table_markdown(compare_table([run]))))
     caps = figure_captions(run)
     for k, title in FIGURE_TITLES.items():
         if k not in run['figures']: continue
