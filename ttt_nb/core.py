@@ -19,8 +19,8 @@ import torch
 from . import __version__
 
 # %% auto #0
-__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'as_device', 'hardware_info', 'sha256_of', 'utc_now',
-           'write_json_atomic', 'looks_like_path']
+__all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'as_device', 'evaluating', 'hardware_info', 'sha256_of',
+           'utc_now', 'write_json_atomic', 'looks_like_path']
 
 # %% ../nbs/00_core.ipynb #054e1e1a
 IN_TEST = bool(os.environ.get('IN_TEST'))  # set by `nbdev_test` and by pytest's conftest: shrink sizes
@@ -55,6 +55,15 @@ def as_device(d=None) -> torch.device:
     if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {d!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
+
+# %% ../nbs/00_core.ipynb #1cb9c48c
+class evaluating:
+    "Put a model in eval mode under no_grad for a block, then restore its mode."
+    def __init__(self, model): self.model = model
+    def __enter__(self):
+        self.was, self.ng = self.model.training, torch.no_grad(); self.model.eval(); self.ng.__enter__()
+    def __exit__(self, *a):
+        self.ng.__exit__(*a); self.model.train(self.was)
 
 # %% ../nbs/00_core.ipynb #d0cc1e13
 def hardware_info() -> dict:

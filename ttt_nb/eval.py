@@ -20,7 +20,7 @@ from torch import Tensor
 from . import data as D
 from . import stats as ST
 from .checkpoint import load_pretrained
-from .core import as_device, as_dtype, hardware_info, sha256_of, write_json_atomic
+from .core import as_device, as_dtype, evaluating, hardware_info, sha256_of, write_json_atomic
 from .core import utc_now as _now
 from .memory import memory_summary
 from .ngram import NGram, fit_ngram, fit_on, ngram_nll
@@ -44,13 +44,6 @@ def as_docs(docs) -> list[np.ndarray]:
         out.append(a.astype(np.int64))
     return out
 
-class _evaluating:
-    "Put a model in eval mode under no_grad for a block, then restore its mode."
-    def __init__(self, model): self.model = model
-    def __enter__(self):
-        self.was, self.ng = self.model.training, torch.no_grad(); self.model.eval(); self.ng.__enter__()
-    def __exit__(self, *a):
-        self.ng.__exit__(*a); self.model.train(self.was)
 
 def _need_positive(**kw):
     "Raise a ValueError naming the first setting that is not an int >= 1 (zero documents or replicates give NaN)."
@@ -76,7 +69,7 @@ def full_context_nll(
     dev = next(model.parameters()).device
     out = [None] * len(docs)
     order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
-    with _evaluating(model):
+    with evaluating(model):
         for b0 in range(0, len(order), batch_size):
             rows = order[b0:b0 + batch_size]
             T = max(len(docs[i]) for i in rows)
@@ -145,7 +138,7 @@ def sliding_window_nll(
     batches = [r for ph in np.unique(plan[:, 1] % b) for r in _chunks(np.flatnonzero(plan[:, 1] % b == ph), nb)]
     ar = torch.arange(window + 1, device=dev)
     starts, lens = torch.as_tensor(offs[:-1], device=dev), torch.as_tensor(np.diff(offs), device=dev)
-    with _evaluating(model):
+    with evaluating(model):
         for rows_ in batches:
             doc, a, j0, j1 = torch.from_numpy(plan[rows_]).to(dev).unbind(1)           # each [n]
             idx = starts[doc][:, None] + torch.minimum(a[:, None] + ar[None], lens[doc][:, None] - 1)  # [n, W+1] (clamped at the end)

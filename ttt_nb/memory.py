@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .core import evaluating
 from .stats import t_ppf
 from .tokenizers import load_tokenizer
 
@@ -43,14 +44,6 @@ def wilson_ci(k:int, n:int, ci:float=0.95) -> tuple:
     return (p, 0.0 if k == 0 else max(0.0, c - h), 1.0 if k == n else min(1.0, c + h))   # exact ends at 0/n and n/n
 
 # %% ../nbs/19a_memory.ipynb #13b02b78
-class _evaluating:
-    "Eval mode under no_grad for a block, then the model's mode back."
-    def __init__(self, model): self.model = model
-    def __enter__(self):
-        self.was, self.ng = self.model.training, torch.no_grad(); self.model.eval(); self.ng.__enter__()
-    def __exit__(self, *a):
-        self.ng.__exit__(*a); self.model.train(self.was)
-
 def _device(model): return next(model.parameters()).device
 
 def _pad(rows:list, L:int|None=None) -> Tensor:
@@ -97,7 +90,7 @@ def context_nll(model,
     "Per-token loss of every document, full context or strided sliding window (the evaluator's definitions)."
     docs = [np.asarray(d, dtype=np.int64) for d in docs]; dev = _device(model)
     out = [np.full(len(d), math.nan) for d in docs]
-    with _evaluating(model):
+    with evaluating(model):
         if window is None:
             order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
             for b0 in range(0, len(order), batch_size):
@@ -203,7 +196,7 @@ def effective_remembrance(model,
     if not docs: raise ValueError(f"no document has T={Ts[0]} tokens")
     dev, Tmax = _device(model), Ts[-1]
     tv = np.full((len(docs), len(Ts), len(ts)), math.nan)          # [D, nT, nt]
-    with _evaluating(model):
+    with evaluating(model):
         for b0 in range(0, len(docs), batch_size):
             part = [d[:Tmax] for d in docs[b0:b0 + batch_size]]
             ids = _pad(part).to(dev)                               # [B, L]
@@ -292,7 +285,7 @@ def recall_summary(model,
     vl, dev, rows, tk = doc_kw.get('value_len', 4), _device(model), [], load_tokenizer(tok)
     digits = [tk.encode(str(k)) for k in range(10)]
     cand = torch.tensor([int(x[0]) for x in digits], device=dev) if all(len(x) == 1 for x in digits) else None  # [10] digit tokens
-    with _evaluating(model):
+    with evaluating(model):
         for d in recall_documents(W, ratios, n, seed, tok, **doc_kw):
             hit_all, hit_first = [], []
             for b0 in range(0, n, batch_size):
