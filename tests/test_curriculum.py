@@ -128,7 +128,7 @@ def test_template_outputs_stay_under_runs():
 def test_run_curriculum_template(tiny_run):
     nb = json.loads((tiny_run / 'run_curriculum.ipynb').read_text())
     pngs = sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
-    assert pngs == 5
+    assert pngs == 8                      # the five curriculum figures and the memory ones: carry, phase, EffRem
     entries = json.loads((tiny_run / 'all_summaries.json').read_text())
     assert [e['step'] for e in entries] == [0, 4]
     for k in ('ttt_ppl_at_4xW', 'sw_ppl_at_4xW', 'improvement_at_4xW', 'ttt_ppl_at_4xW_ci', 'diff_at_4xW', 'docs_at_4xW', 'tokens_at_4xW'):
@@ -136,7 +136,7 @@ def test_run_curriculum_template(tiny_run):
     cfg = json.loads((tiny_run / 'curriculum.json').read_text())
     assert cfg['W'] == 16 and cfg['train']['steps'] == 4 and cfg['data']['corpus_hash']
     assert sorted(p.name for p in (tiny_run / 'figures').glob('*.png')) == \
-        ['difference.png', 'evolution.png', 'position.png', 'probes.png', 'training.png']
+        ['carry.png', 'difference.png', 'effrem.png', 'evolution.png', 'phase.png', 'position.png', 'probes.png', 'training.png']
     assert len(list((tiny_run / 'checkpoints').glob('step_*'))) == 2
 
 

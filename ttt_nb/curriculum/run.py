@@ -275,7 +275,7 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
             prog(last_eval=_last_eval(e))
         write_json_atomic(entries, out / 'all_summaries.json')
         run = load_run(out)
-        if figures: prog(phase='figures', current=None); curriculum_figures(run)
+        if figures: prog(phase='figures', current=None); curriculum_figures(run, memory=True)
         if worked:   # a re-execution that only redraws keeps the measured times of the sessions that computed
             prog(wall_s=round(prog.prev_wall + time.time() - t_start, 1), cpu_s=round(prog.prev_cpu + time.process_time() - c_start, 1))
         prog(phase='finished', current=None, train_s=ts.get('elapsed_s'))
@@ -363,11 +363,19 @@ def figure_captions(run:dict) -> dict:
                        f"per r (the final checkpoint's CIs are in the table above, every checkpoint's on the results page); right: the paired difference full - SW with its CI band, circled where the CI excludes zero. {probes} {base}",
                 position=f"**Final checkpoint: PPL by position.** {base}",
                 difference=f"**Final checkpoint: paired difference full context minus SW, per document.** {probes} {base}",
-                training=f"**Training curves.** {base}")
+                training=f"**Training curves.** {base}",
+                carry=f"**The carry over training**: token_idx of the last mini-batch position per layer (left, after the clamp; 0 means nothing "
+                      f"crosses a mini-batch boundary in that layer) and its raw parameter (right), at every checkpoint. {base}",
+                phase=f"**Final checkpoint: loss by position inside the mini-batch**, full context and SW, their paired difference per phase, "
+                      f"and the carry weights per layer. {base}",
+                effrem=f"**Final checkpoint: Effective Remembrance** (Buitrago & Gu 2025): the total-variation distance between the next-token "
+                       f"distribution at T given the whole prefix and given only tokens t..T; 0 means the tokens before t no longer matter. {base}")
 
 # %% ../../nbs/26_curriculum.run.ipynb #c5ee4178
 FIGURE_TITLES = dict(evolution='Length generalization over training', probes='Probe points over training',
-                     position='Final checkpoint: position curve', difference='Final checkpoint: paired difference', training='Training curves')
+                     position='Final checkpoint: position curve', difference='Final checkpoint: paired difference', training='Training curves',
+                     carry='The carry weights over training', phase='Final checkpoint: loss by mini-batch phase',
+                     effrem='Final checkpoint: Effective Remembrance')
 
 def run_overview(run:dict) -> str:
     "Markdown: what was run, on what, for how long, and whether it converged."
