@@ -30,6 +30,7 @@ import torch
 from ttt_nb.core import write_json_atomic
 from ttt_nb.memory import carry_weights, context_nll, mean_ci, recall_documents, recall_summary
 from ttt_nb.train import TrainConfig, Trainer
+from ttt_nb.train.build import CONTROL_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = ROOT / 'reports' / 'recall-control'
@@ -51,6 +52,8 @@ CONFIGS = {c['name']: c for c in [
     _cfg('mamba-base10-s2500', steps=2500, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
     _cfg('mamba-base10-gap8-16-s1500', dict(n_docs=6000, min_gap=8, max_gap=16), steps=1500, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
     _cfg('tf-base10-s1500', steps=1500, model_overrides={'ttt_base_lr': 10.0}),
+    _cfg('mamba-base30-s2500', steps=2500, model_overrides={**MAMBA, 'ttt_base_lr': 30.0}),
+    _cfg('mamba-base10-lr5e-3-s2500', steps=2500, lr=5e-3, lr_end=5e-4, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
 ]}
 
 
@@ -79,12 +82,17 @@ def value_nll_full_vs_sw(model, W:int, ratios=(1, 2, 5), n:int=50, stride:int=16
 def train_and_probe(cfg_name:str, spec:dict, control:str='none') -> dict:
     "Train one arm, then probe it; returns the arm's record."
     out_dir = Path('/tmp/recall') / (cfg_name if control == 'none' else f'{cfg_name}-{control}')
-    cfg = TrainConfig.from_dict(dict(spec['train'], corpus=corpus_name(spec['corpus']), control=control, out_dir=str(out_dir)))
+    tr_kw = dict(spec['train'])
+    if control in CONTROL_FIELDS:   # the control's field wins over the configuration's override of it (e.g. ttt_base_lr)
+        tr_kw['model_overrides'] = {k: v for k, v in tr_kw.get('model_overrides', {}).items() if k != CONTROL_FIELDS[control][0]}
+    cfg = TrainConfig.from_dict(dict(tr_kw, corpus=corpus_name(spec['corpus']), control=control, out_dir=str(out_dir)))
     torch.set_num_threads(cfg.threads)
     if out_dir.exists(): subprocess.run(['rm', '-rf', str(out_dir)], check=True)
     t0, c0 = time.time(), _cpu_s()
     tr = Trainer(cfg)
     summ = tr.fit()
+    if summ.get('state') != 'finished':
+        raise SystemExit(f"{out_dir.name}: training ended {summ.get('state')!r} at step {summ.get('step')} ({summ.get('reason')}): no result written")
     train = dict(wall_s=round(time.time() - t0, 1), cpu_s=round(_cpu_s() - c0, 1), tokens=cfg.steps * cfg.batch_size * cfg.seq_len,
                  n_params=int(sum(p.numel() for p in tr.model.parameters())), state=summ.get('state'),
                  final_loss=summ.get('final_loss'), heldout_loss=summ.get('heldout_loss'), start_heldout_loss=summ.get('start_heldout_loss'))
