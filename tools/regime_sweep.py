@@ -11,6 +11,7 @@ time, the hardware and the full-context PPL on the evaluation documents: the 16 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -97,14 +98,46 @@ def ngram_reference(sweep:dict, res_root:Path, max_order:int=5) -> dict:
     return out
 
 
+def markdown(sweep_path:str, res_root:Path) -> str:
+    "The sweep as a table (every configuration tried, with its tokens, time and PPL, the n-gram reference first)."
+    sw = yaml.safe_load(Path(sweep_path).read_text())
+    ng = json.loads((res_root / 'ngram.json').read_text()) if (res_root / 'ngram.json').exists() else None
+    out = ['# The regime sweep (issue 15)', '',
+           f"Command: `PYTHONPATH=<checkout> python tools/regime_sweep.py {sweep_path}` (one JSON per configuration in "
+           f"`{res_root.relative_to(ROOT) if res_root.is_relative_to(ROOT) else res_root}/`; a finished one is skipped, so the sweep resumes). "
+           "PPL: full context, token-weighted, on the python-stdlib test documents that reach 20.5 W + 1 tokens, cut there: "
+           "the 16 documents of the published study and all 29. Target: below the 5-gram on the same documents.", '']
+    if ng:
+        e = ng['eval']
+        out += [f"N-gram reference ({ng['kind']}, fitted on {ng['fitted_on']['corpus']}/{ng['fitted_on']['split']}, {ng['fit_s']} s):", '',
+                '| order | PPL, published 16 | PPL, all |', '|---|---|---|']
+        out += [f"| {o} | {e['published16'][o]['ppl']:.3f} | {e['all'][o]['ppl']:.3f} |" for o in sorted(e['published16'])] + ['']
+    out += ['| configuration | why | parameters | tokens | train wall s (CPU s) | PPL, published 16 | PPL, all | commit |', '|---|---|---|---|---|---|---|---|']
+    for run in sw['runs']:
+        f = res_root / f"{run['name']}.json"
+        if not f.exists():
+            out.append(f"| {run['name']} | {run.get('why', '')} | | | not run | | | |"); continue
+        r = json.loads(f.read_text()); c, t, ev = r['config'], r['train'], r['eval']
+        par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
+        out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
+                   f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {r['commit'][:7]} |")
+    hw = next((json.loads(f.read_text())['hardware'] for f in sorted(res_root.glob('*.json')) if f.name != 'ngram.json'), {})
+    out += ['', f"Hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores shared with other jobs (load 3-9 during these runs: "
+            f"wall and CPU times are several times an idle machine's), {hw.get('threads', '?')} torch thread per run, torch {hw.get('torch', '?')}."]
+    return '\n'.join(out) + '\n'
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('sweep'); ap.add_argument('--only', nargs='*'); ap.add_argument('--runs-dir', default='runs/regime')
     ap.add_argument('--results-dir', default=None, help='default: reports/regime/<sweep stem>')
+    ap.add_argument('--markdown', action='store_true', help='only write benchmarks/regime.md from the results (then tools/benchmarks_md.py)')
     ap.add_argument('--ngram', action='store_true', help='only (re)compute the n-gram reference on the same documents')
     a = ap.parse_args(argv)
     sw = yaml.safe_load(Path(a.sweep).read_text())
     res_root = Path(a.results_dir or ROOT / 'reports' / 'regime')
+    if a.markdown:
+        (ROOT / 'benchmarks' / 'regime.md').write_text(markdown(a.sweep, res_root)); return
     if a.ngram:
         r = ngram_reference(sw, res_root)
         for k, v in r['eval'].items(): print(k, {o: round(x['ppl'], 3) for o, x in v.items()})
