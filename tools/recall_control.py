@@ -52,6 +52,7 @@ CONFIGS = {c['name']: c for c in [
     _cfg('mamba-base10-s2500', steps=2500, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
     _cfg('mamba-base10-gap8-16-s1500', dict(n_docs=6000, min_gap=8, max_gap=16), steps=1500, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
     _cfg('tf-base10-s1500', steps=1500, model_overrides={'ttt_base_lr': 10.0}),
+    _cfg('mamba-base10-s2500-seed1', steps=2500, seed=1, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
     _cfg('mamba-base30-s2500', steps=2500, model_overrides={**MAMBA, 'ttt_base_lr': 30.0}),
     _cfg('mamba-base10-lr5e-3-s2500', steps=2500, lr=5e-3, lr_end=5e-4, model_overrides={**MAMBA, 'ttt_base_lr': 10.0}),
 ]}
@@ -130,6 +131,22 @@ def run(name:str, controls=('no_inner_loop',)) -> dict:
     return res
 
 
+def reprobe(name:str, seed:int, n:int) -> dict:
+    "Probe the saved final checkpoints of every arm of `name` again with other probe documents (seed, n per r); stored under arms[*]['reprobe']."
+    from ttt_nb.checkpoint import latest_checkpoint
+    from ttt_nb.eval import load_checkpoint
+    torch.set_num_threads(1)
+    res = json.loads((RES / f'{name}.json').read_text())
+    for c, arm in res['arms'].items():
+        model = load_checkpoint(latest_checkpoint(arm['train_config']['out_dir']))
+        t1, c1 = time.time(), _cpu_s()
+        arm.setdefault('reprobe', {})[f'seed{seed}-n{n}'] = rec = recall_summary(model, arm['train_config']['seq_len'], RATIOS, n=n, seed=seed)
+        print(name, c, f'seed {seed} n {n}:', ' '.join(f"r{x['r']:g}:{x['first']:.3f}[{x['first_lo']:.3f},{x['first_hi']:.3f}]" for x in rec['rows']),
+              f'({time.time() - t1:.0f}s wall, {_cpu_s() - c1:.0f}s cpu)', flush=True)
+    _write(res)
+    return res
+
+
 def _write(res:dict):
     res['hardware'] = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
                            load_avg_end=os.getloadavg())
@@ -142,7 +159,12 @@ if __name__ == '__main__':
     ap.add_argument('names', nargs='*', help='configurations to run (default: all)')
     ap.add_argument('--list', action='store_true', help='list the configurations')
     ap.add_argument('--controls', default='no_inner_loop', help="comma-separated controls trained after the main arm ('' for none)")
+    ap.add_argument('--reprobe', type=int, metavar='SEED', help='probe the saved checkpoints of the named configurations again with this probe seed')
+    ap.add_argument('--n', type=int, default=300, help='probe documents per r with --reprobe')
     a = ap.parse_args()
+    if a.reprobe is not None:
+        for n in a.names: reprobe(n, a.reprobe, a.n)
+        raise SystemExit(0)
     if a.list:
         for k in CONFIGS: print(k, 'arms:', ', '.join(json.loads((RES / f'{k}.json').read_text())['arms']) if (RES / f'{k}.json').exists() else '-')
         raise SystemExit(0)
