@@ -115,9 +115,13 @@ def run_report(run_dir, notebook=None) -> str:
     e, conv = entries[-1], ts.get('converged')
     lines.append(f"final checkpoint, step {e['step']}: train loss {fc(ts.get('final_loss'), None)}, held-out loss {fc(ts.get('heldout_loss'), None)} nats/token; "
                  f"converged: {'yes' if conv else 'NO' if conv is not None else '?'}; wall time {_fmt_s(st.get('wall_s'))} (training {_fmt_s(st.get('train_s'))})")
+    ng = e.get('ngram_ppl_overall') or {}
+    if ng: lines.append(f"where the model stands: full-context PPL {fc(e.get('ttt_ppl_overall'), None)}; n-gram (orders {', '.join(ng)}) "
+                        f"{' / '.join(f'{v:.2f}' for v in ng.values())}; it {e.get('regime_label') or '?'}")
     ser = probe_series([e])
     head = [r for r in ser if r >= 10] or list(ser)[-2:]   # the pre-declared endpoints: 10W and 20W
-    lines.append(f"headline (W={e['W']}, SW stride {e.get('stride')}, {e['n_docs']} documents, 95% document-bootstrap CIs, single seed):")
+    ci = {'boot-t': 'studentized bootstrap', 't': 't', 'bca': 'BCa', 'percentile': 'percentile bootstrap'}.get(e.get('ci_method'), 'bootstrap')
+    lines.append(f"headline (W={e['W']}, SW stride {e.get('stride')}, {e['n_docs']} documents, 95% {ci} CIs over documents, single seed):")
     for r in head:
         s = ser[r]; fci, sci, dci = s['full_ci'][-1], s['sw_ci'][-1], s['diff_ci'][-1]
         txt = f"  {r:g}W: full-context PPL {fc(s['full'][-1], fci)}"
