@@ -111,3 +111,25 @@ def test_stages_past_the_deadline_are_skipped_with_a_note(tmp_path):
     assert [s['status'] for s in res['stages'].values()] == ["skipped: the run's 3 s deadline was reached"] * 2
     assert res['summary']['checks_run'] == 0 and res['summary']['train_tokens_per_s'] is None
     assert 'not measured.' in G.markdown(res).split('## decode')[1]
+
+
+def test_gpu_plan_times_a_sweep_from_the_measured_training_row(tmp_path):
+    "tools/gpu_plan.py: tokens per run from the sweep file; hours only from a measured GPU row of the same preset and W."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import gpu_plan
+    sweep = ROOT / 'sweeps/gpu_125m_w2048.yaml'
+    none = gpu_plan.plan(str(sweep), tmp_path / 'absent.json')
+    assert none['train_hours'] is None and all(r['train_hours'] is None for r in none['runs'])
+    assert none['runs'][0]['tokens'] == 4800 * 256 * 2048
+    check = tmp_path / 'gpu_check.json'
+    row = dict(preset='125m', W=2048, tokens_per_s=1.0e6)
+    check.write_text(json.dumps(dict(measured=True, stages=dict(train=dict(env=dict(device='NVIDIA H100'), items=dict(train=[row]))))))
+    got = gpu_plan.plan(str(sweep), check)
+    assert got['runs'][0]['measured_on'] == 'NVIDIA H100'
+    assert abs(got['runs'][0]['train_hours'] - 4800 * 256 * 2048 / 1.0e6 / 3600) < 1e-9
+    assert abs(got['train_hours'] - len(got['runs']) * got['runs'][0]['train_hours']) < 1e-9
+    check.write_text(json.dumps(dict(measured=False, stages=dict(train=dict(items=dict(train=[row]))))))  # a smoke run: not a measurement
+    assert gpu_plan.plan(str(sweep), check)['train_hours'] is None
+    other = dict(row, W=1024)
+    check.write_text(json.dumps(dict(measured=True, stages=dict(train=dict(items=dict(train=[other]))))))  # another window: no time
+    assert gpu_plan.plan(str(sweep), check)['train_hours'] is None

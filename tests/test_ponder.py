@@ -240,3 +240,29 @@ def test_run_ponder_smoke(tmp_path):
                         cwd=str(ROOT / 'nbs'), progress_bar=False)
     res = json.loads((tmp_path / 'ponder' / 'results.json').read_text())
     assert {'fixed_K1', 'random_mean2.3_s0', 'oracle_mean2.3'} <= set(res['methods'])
+
+
+def test_run_ponder_from_a_trained_model(tmp_path):
+    "init_from: model (b) is the saved model (not trained here); its sizes and b replace the template's; a wrong vocabulary stops the run."
+    pm = pytest.importorskip('papermill')
+    from ttt_nb.config import TTTConfig
+    from ttt_nb.model import TTTForCausalLM
+    torch.manual_seed(0)
+    m = TTTForCausalLM(TTTConfig.from_preset('tiny', 'mamba', vocab_size=257, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32, mini_batch_size=4))
+    m.save_pretrained(tmp_path / 'model')
+    params = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, mini_batch_size=8, seq_len=16,
+                  train_steps=50, train_steps_gated=1, train_batch=2, n_cal_docs=3, n_eval_docs=3, eval_len=8,
+                  pieces_per_doc=1, mixes={'mean2.3': {1: 0.3, 2: 0.4, 4: 0.3}}, n_random_seeds=1, oracle_iters=1,
+                  n_boot=20, hybrid=False, out_dir=str(tmp_path / 'ponder'), init_from=str(tmp_path / 'model'))
+    pm.execute_notebook(str(ROOT / 'nbs' / 'run_ponder.ipynb'), str(tmp_path / 'out.ipynb'), parameters=params,
+                        kernel_name='python3', cwd=str(ROOT / 'nbs'), progress_bar=False)
+    res = json.loads((tmp_path / 'ponder' / 'results.json').read_text())
+    c = res['config']
+    assert (c['hidden_size'], c['num_layers'], c['mini_batch_size'], c['backbone'], c['train_steps']) == (16, 1, 4, 'mamba', 0)
+    assert res['train']['b']['seconds'] == 0.0 and res['train']['b']['init_from'] == str(tmp_path / 'model')
+    TTTForCausalLM(TTTConfig.from_preset('tiny', vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, mini_batch_size=4)).save_pretrained(tmp_path / 'wrong')
+    with pytest.raises(Exception, match='vocabulary 300'):
+        pm.execute_notebook(str(ROOT / 'nbs' / 'run_ponder.ipynb'), str(tmp_path / 'out2.ipynb'), parameters=dict(params, init_from=str(tmp_path / 'wrong')),
+                            kernel_name='python3', cwd=str(ROOT / 'nbs'), progress_bar=False)

@@ -20,6 +20,7 @@ from .. import eval as E
 from .. import stats as STATS
 from .. import train as T
 from ..checkpoint import list_checkpoints
+from ..config import BACKBONES
 from ..core import hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
 from .status import _read_json, _read_log
@@ -37,6 +38,7 @@ def curriculum_config(
     corpus:str='python-stdlib',    # ttt_nb.data corpus name or path (e.g. /work/shared/data/wikitext-2-raw)
     tokenizer:str='byte',          # 'byte', 'gpt2' or a tokenizer folder
     preset:str='tiny',             # TTTConfig size preset
+    backbone:str|None=None,        # 'mamba' (gated conv-Q/K, the official 125m-TTT), 'transformer', None: the preset's (transformer)
     steps:int=600,                 # optimizer steps
     batch_size:int=8,              # rows per optimizer step
     lr:float=3e-3,                 # peak learning rate
@@ -70,7 +72,9 @@ def curriculum_config(
     if eval_docs is not None and eval_docs < min_docs: raise ValueError(f"eval_docs={eval_docs} is below min_docs={min_docs}: every probe would be skipped")
     if heldout_split == eval_split:
         raise ValueError(f"heldout_split {heldout_split!r} is the evaluation split: the monitor must not read the evaluated documents; use heldout_split='monitor'")
-    train = dict(model='ttt', preset=preset, model_overrides=dict(model_overrides or {}), corpus=corpus, split=train_split,
+    if backbone is not None and backbone not in BACKBONES: raise ValueError(f"unknown backbone {backbone!r}: use one of {list(BACKBONES)}")
+    overrides = dict(BACKBONES[backbone] if backbone else {}, **(model_overrides or {}))  # explicit model_overrides win
+    train = dict(model='ttt', preset=preset, model_overrides=overrides, corpus=corpus, split=train_split,
                  heldout_split=heldout_split, tokenizer=tokenizer, seq_len=int(W), batch_size=int(batch_size), steps=int(steps),
                  state_passing=bool(state_passing), lr=float(lr), lr_end=float(lr / 10 if lr_end is None else lr_end),
                  warmup_steps=int(min(steps // 10, 100) if warmup_steps is None else warmup_steps), seed=int(seed),

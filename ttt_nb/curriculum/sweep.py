@@ -127,6 +127,7 @@ def run_report(run_dir, notebook=None) -> str:
         txt = f"  {r:g}W: full-context PPL {fc(s['full'][-1], fci)}"
         if s['diff'][-1] is not None:
             v = 'full context better' if dci[1] < 0 else 'SW better' if dci[0] > 0 else 'no difference resolved'
+            if e.get('far_context_claims') is False: v += '; no claim: the model does not beat the trigram'
             txt += f", SW PPL {fc(s['sw'][-1], sci)}; full - SW {fc(s['diff'][-1], dci, '+.4f')} nats/token ({v})"
         lines.append(txt + f"; {s['docs']} docs, {s['tokens']} tokens")
     return '\n'.join(lines)
