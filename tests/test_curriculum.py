@@ -73,6 +73,19 @@ def test_templates_have_a_parameters_cell():
         assert not any('default_exp' in ''.join(c['source']) for c in nb['cells']), f"{p.name} must not be exported"
 
 
+def test_papermill_reads_every_template_parameter():
+    """papermill parses each assignment of the parameters cell (a comment holding '=' makes it skip the line: it then calls the
+    parameter unknown and prints 'Unable to parse line' on every run)."""
+    import ast
+    pm = pytest.importorskip('papermill')
+    for p in (ROOT / 'nbs').glob('run_*.ipynb'):
+        nb = json.loads(p.read_text())
+        cell = next(c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
+        names = [t.id for n in ast.parse(''.join(cell['source'])).body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)]
+        assert names and list(pm.inspect_notebook(str(p))) == names, f"{p.name}: papermill does not parse {set(names) - set(pm.inspect_notebook(str(p)))}"
+
+
 TALK = {}   # what run_default printed (stdout, stderr) in the fixture
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +99,33 @@ def ngram_reference(sweep:dict, res_root:Path, max_order:int=5) -> dict:
     return out
 
 
+def evaluate(name:str, runs_dir:Path, res_root:Path) -> Path:
+    """The standard evaluator on a finished configuration's last checkpoint: full context against the strided SW (S = W/4) on every
+    test document that reaches 20 W, with the n-gram reference and the memory measures; the summary and figures are kept in
+    reports/regime/eval/<name>/ (the per-token losses are not: `ttt-eval` rewrites them)."""
+    if not (res_root / f'{name}.json').exists(): raise SystemExit(f"{name}: not finished (no {res_root / name}.json): run the sweep first")
+    ckpt = latest_checkpoint(runs_dir / name)
+    if ckpt is None: raise SystemExit(f"{name}: no checkpoint under {runs_dir / name}: the run folder is needed to evaluate it")
+    out = res_root / 'eval' / name
+    W = json.loads((res_root / f'{name}.json').read_text())['config']['seq_len']
+    subprocess.run([sys.executable, '-c', 'import sys; from ttt_nb.cli import eval_main; eval_main(sys.argv[1:])', str(ckpt), '--out', str(out), '--max-multiple', '20',
+                    '--stride', str(max(1, W // 4))], check=True)
+    for f in out.glob('*_nll.safetensors'): f.unlink()
+    return out / 'summary.json'
+
+
+def _eval_row(name:str, s:dict) -> str:
+    "One line of the evaluation table: where the model stands, the primary endpoints, the carry weights."
+    pr = {p['r']: p for p in s['probes']}
+    def d(r):
+        if r not in pr: return 'not reached'
+        x = next(v for k, v in pr[r]['diff'].items() if k.startswith('full-sw'))
+        return f"{x['mean']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}]"
+    carry = ', '.join(f"{row[-1]:.2f}" for row in (s.get('memory') or {}).get('carry', {}).get('token_idx', []))
+    return (f"| {name} | {s['overall']['full']['ppl']:.3f} | {s['regime']['label']} | {d(10.0)} | {d(20.0)} | {carry or '?'} | "
+            f"{s['n_docs']} |")
+
+
 def markdown(sweep_path:str, res_root:Path) -> str:
     "The sweep as a table (every configuration tried, with its tokens, time and PPL, the n-gram reference first)."
     sw = yaml.safe_load(Path(sweep_path).read_text())
@@ -121,6 +149,15 @@ def markdown(sweep_path:str, res_root:Path) -> str:
         par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
         out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
                    f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {r['commit'][:7]} |")
+    evs = sorted((res_root / 'eval').glob('*/summary.json'))
+    if evs:
+        out += ['', "Evaluated configurations (`python tools/regime_sweep.py SWEEP --evaluate NAME`: the standard evaluator on the last "
+                "checkpoint, every test document that reaches 20 W, strided SW with S = W/4, 95% studentized-bootstrap CIs over "
+                "documents; single seed). The primary endpoints are the paired full - SW differences at 10 W and 20 W (nats/token; "
+                "below zero: full context better); carry: token_idx[b-1] of each layer after the clamp (0: nothing crosses a mini-batch).", '',
+                '| configuration | full PPL | where it stands (paired CI against the n-gram) | full - SW at 10 W | full - SW at 20 W | carry per layer | docs |',
+                '|---|---|---|---|---|---|---|']
+        out += [_eval_row(f.parent.name, json.loads(f.read_text())) for f in evs]
     hw = next((json.loads(f.read_text())['hardware'] for f in sorted(res_root.glob('*.json')) if f.name != 'ngram.json'), {})
     out += ['', f"Hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores shared with other jobs (load 3-9 during these runs: "
             f"wall and CPU times are several times an idle machine's), {hw.get('threads', '?')} torch thread per run, torch {hw.get('torch', '?')}."]
@@ -133,11 +170,15 @@ def main(argv=None):
     ap.add_argument('--results-dir', default=None, help='default: reports/regime/<sweep stem>')
     ap.add_argument('--markdown', action='store_true', help='only write benchmarks/regime.md from the results (then tools/benchmarks_md.py)')
     ap.add_argument('--ngram', action='store_true', help='only (re)compute the n-gram reference on the same documents')
+    ap.add_argument('--evaluate', nargs='+', metavar='NAME', help='only evaluate these finished configurations (reports/regime/eval/NAME)')
     a = ap.parse_args(argv)
     sw = yaml.safe_load(Path(a.sweep).read_text())
     res_root = Path(a.results_dir or ROOT / 'reports' / 'regime')
     if a.markdown:
         (ROOT / 'benchmarks' / 'regime.md').write_text(markdown(a.sweep, res_root)); return
+    if a.evaluate:
+        for name in a.evaluate: print(f"{name}: {evaluate(name, Path(a.runs_dir), res_root)}", flush=True)
+        return
     if a.ngram:
         r = ngram_reference(sw, res_root)
         for k, v in r['eval'].items(): print(k, {o: round(x['ppl'], 3) for o, x in v.items()})
