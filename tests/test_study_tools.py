@@ -1,0 +1,33 @@
+"tools/study_table.py: the study pages' table reads the final checkpoint of each run and never lets a below-trigram run claim."
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+import study_table  # noqa: E402
+
+
+def _run(tmp_path, name, claims, diff10):
+    d = tmp_path / name; d.mkdir()
+    first = dict(step=0, ttt_ppl_overall=257.0, regime_label='beats nothing', far_context_claims=False, n_docs=29)
+    last = dict(step=600, ttt_ppl_overall=4.5, n_docs=29, memory_scale=[0.25, 1.5], far_context_claims=claims,
+                regime_label='beats the 4-gram (paired CI): far context can be studied' if claims else 'beats the bigram (paired CI): no claim',
+                **{'diff_at_10xW': dict(mean=diff10, lo=diff10 - 0.01, hi=diff10 + 0.01, excludes_zero=abs(diff10) > 0.01)})
+    (d / 'all_summaries.json').write_text(json.dumps([first, last]))
+    return d
+
+
+def test_table_reads_the_final_checkpoint_and_marks_no_claim(tmp_path):
+    a, b = _run(tmp_path, 'a', True, -0.05), _run(tmp_path, 'b', False, -0.05)
+    rows = study_table.table([a, b]).splitlines()
+    assert len(rows) == 4 and rows[2].startswith('| a | 600 | 4.500 | beats the 4-gram (paired CI) |')
+    assert '-0.0500 [-0.0600, -0.0400] *' in rows[2] and 'no claim' not in rows[2] and '0.25, 1.50' in rows[2]
+    assert '(no claim)' in rows[3].split('|')[5] and 'not reached' in rows[2].split('|')[6]
+
+
+def test_missing_summaries_exit_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e: study_table.main([str(tmp_path / 'absent')])
+    assert 'no all_summaries.json' in str(e.value) and 'absent' in str(e.value)
