@@ -31,3 +31,18 @@ def test_table_reads_the_final_checkpoint_and_marks_no_claim(tmp_path):
 def test_missing_summaries_exit_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: study_table.main([str(tmp_path / 'absent')])
     assert 'no all_summaries.json' in str(e.value) and 'absent' in str(e.value)
+
+
+def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
+    import ponder_table
+    src = json.loads((ROOT / 'reports/ponder/results.json').read_text())
+    a, b = tmp_path / 's0' / 'results.json', tmp_path / 's1' / 'results.json'
+    for f, seed in ((a, 0), (b, 1)):
+        f.parent.mkdir(); r = json.loads(json.dumps(src)); r['config']['seed'] = seed; f.write_text(json.dumps(r))
+    rows = ponder_table.table([a, b]).splitlines()[2:]
+    mixes = list(src['config']['mixes'])
+    assert len(rows) == 2 * len(mixes) and rows[len(mixes)].startswith('| s1 | 1 |')
+    mix = mixes[-1]; p = src['paired'][f'oracle_{mix} - random_{mix}']
+    assert f"{p['mean']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]" in rows[len(mixes) - 1]
+    assert f"{src['methods'][f'oracle_{mix}']['mean_k']:.2f} |" in rows[len(mixes) - 1]
+    with pytest.raises(SystemExit, match='no results file'): ponder_table.main([str(tmp_path / 'absent.json')])
