@@ -46,3 +46,30 @@ def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
     assert f"{p['mean']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]" in rows[len(mixes) - 1]
     assert f"{src['methods'][f'oracle_{mix}']['mean_k']:.2f} |" in rows[len(mixes) - 1]
     with pytest.raises(SystemExit, match='no results file'): ponder_table.main([str(tmp_path / 'absent.json')])
+
+
+def test_pairs_and_claims_keep_the_arms_apart():
+    "SP against no SP pairs runs of the same arm only; the seed claims group by arm (backbone, control, initial state)."
+    from ttt_nb.curriculum import compare as CMP
+    def run(sp, seed, **train):
+        t = dict(corpus='python-stdlib', state_passing=sp, seed=seed, steps=10, preset='tiny', **train)
+        return dict(name=f"{sp}-{seed}-{sorted(train.items())}", config=dict(W=64, train=t, eval=dict(split='test')))
+    mamba = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True))
+    runs = [run(True, 0), run(False, 0), run(True, 0, init_state='other_sequence'), run(True, 0, **mamba), run(False, 0, **mamba),
+            run(True, 0, control='no_inner_loop')]
+    pairs = CMP._pairs(runs, 'sp')
+    assert sorted(name for name, _, _ in pairs) == ['W=64, SP - W=64, no SP', 'W=64, SP, Mamba - W=64, no SP, Mamba']
+    for _, a, b in pairs: assert CMP.run_arm(a) == CMP.run_arm(b)
+
+
+def test_seed_claims_need_every_seed_above_the_trigram():
+    from ttt_nb.curriculum import compare as CMP
+    def run(seed, claims):
+        t = dict(corpus='python-stdlib', state_passing=True, seed=seed, steps=10, preset='tiny')
+        probe = dict(r=10.0, diff={'full-sw_strided': dict(mean=-0.05, lo=-0.08, hi=-0.02)})
+        s = dict(methods={'full': {}, 'sw_strided': {}}, probes=[probe], regime=dict(far_context_claims=claims))
+        return dict(config=dict(W=64, train=t, eval=dict(split='test')), summaries=[s])
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(3)])] == ['full better']
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(2)])] == ['no claim']
+    v = CMP.seed_claims([run(0, True), run(1, False), run(2, True)])[0]['verdict']
+    assert v == 'no claim: below the trigram in seed(s) 1 (else full better)'

@@ -18,7 +18,7 @@ from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
 from .run import _hw, compare_table, load_run, table_markdown
-from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_label, save_figure, sw_method
+from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_label, save_figure, sw_method
 
 # %% auto #0
 __all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
@@ -68,7 +68,8 @@ def _varied(r, drop:str):
 def _key(r, drop:str) -> tuple:
     "What must match for a pair: corpus, eval split, steps, preset, the seed and the setting not varied."
     t, e = r['config']['train'], r['config']['eval']
-    k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'])
+    k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'],
+             arm=run_arm(r))   # backbone, control and initial state must match too
     k.pop('W' if drop == 'W' else 'sp'); return tuple(sorted(k.items()))
 
 def _pairs(runs:list, drop:str) -> list:
@@ -171,7 +172,7 @@ def expand_runs(run_dirs:list=None, # run folders
     return dirs
 
 def seed_claims(runs:list, min_seeds:int=3) -> list[dict]:
-    "Per setting and probe of the final checkpoints: 'full better' / 'SW better' only when every seed's paired CI excludes zero the same way and there are at least `min_seeds` seeds; else 'no claim'."
+    "Per setting and probe of the final checkpoints: 'full better' / 'SW better' only when every seed's paired CI excludes zero the same way, there are at least `min_seeds` seeds and every seed's model beats the trigram; else 'no claim'."
     groups = {}
     for r in runs: groups.setdefault(run_label(r, seed=False) + ', ' + r['config']['train']['corpus'], []).append(r)
     out = []
@@ -184,6 +185,8 @@ def seed_claims(runs:list, min_seeds:int=3) -> list[dict]:
         for pr, ds in sorted(by_r.items()):
             below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
             v = 'no claim' if len(ds) < min_seeds else 'full better' if below else 'SW better' if above else 'no claim'
+            weak = [r['config']['train']['seed'] for r in rs if (r['summaries'][-1].get('regime') or {}).get('far_context_claims') is False]
+            if weak and v != 'no claim': v = f"no claim: below the trigram in seed(s) {', '.join(map(str, sorted(weak)))} (else {v})"
             out.append(dict(setting=g, r=pr, seeds=len(ds), means=[d['mean'] for d in ds], verdict=v,
                             excluding_zero=sum(d['hi'] < 0 or d['lo'] > 0 for d in ds)))
     return out
