@@ -3,6 +3,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,12 +38,21 @@ def _write(tmp, name, cfg):
     p = tmp / f'{name}.json'; p.write_text(json.dumps({**cfg, 'out_dir': str(tmp / name)})); return p
 
 
+def _free_port() -> int:
+    "A port nothing listens on now (the OS picks it), so the rendezvous does not collide with another process's."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
 def torchrun(*args, **env):
-    "2 gloo processes running tests/_dist_run.py on the given configs; returns the finished process."
+    "2 gloo processes running tests/_dist_run.py on the given configs; returns the finished process (a port taken in between: tried again)."
     e = {**os.environ, 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'disabled', 'TTT_NB_DIST_BACKEND': 'gloo', **env}
-    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
-                           str(random.randint(20000, 40000)), HERE / '_dist_run.py', *map(str, args)],
-                          env=e, capture_output=True, text=True, timeout=400)
+    for _ in range(3):
+        r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
+                            str(_free_port()), HERE / '_dist_run.py', *map(str, args)],
+                           env=e, capture_output=True, text=True, timeout=400)
+        if 'EADDRINUSE' not in r.stderr: return r
+    return r
 
 
 @pytest.fixture(scope='module')
