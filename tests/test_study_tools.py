@@ -73,3 +73,14 @@ def test_seed_claims_need_every_seed_above_the_trigram():
     assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(2)])] == ['no claim']
     v = CMP.seed_claims([run(0, True), run(1, False), run(2, True)])[0]['verdict']
     assert v == 'no claim: below the trigram in seed(s) 1 (else full better)'
+
+
+def test_fit_to_end_stops_the_tool_on_an_unfinished_run():
+    import _runs
+    class T:
+        def __init__(self, state): self.state = state
+        def fit(self, resume=False): return dict(state=self.state, step=7, reason='stopped by SIGTERM')
+    assert _runs.fit_to_end(T('finished'), 'x')['state'] == 'finished'
+    with pytest.raises(SystemExit, match=r"x: training ended 'stopped' at step 7 .*no result written; run it again"):
+        _runs.fit_to_end(T('stopped'), 'x', hint='run it again')
+    assert _runs.cpu_seconds() > 0

@@ -19,13 +19,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _runs import cpu_seconds, fit_to_end  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.core import write_json_atomic
 from ttt_nb.memory import carry_weights, context_nll, mean_ci, recall_documents, recall_summary
@@ -58,10 +58,6 @@ CONFIGS = {c['name']: c for c in [
 ]}
 
 
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
 
 def corpus_name(opts:dict) -> str:
     return 'synthetic-recall?' + '&'.join(f'{k}={v}' for k, v in opts.items())
@@ -89,21 +85,19 @@ def train_and_probe(cfg_name:str, spec:dict, control:str='none') -> dict:
     cfg = TrainConfig.from_dict(dict(tr_kw, corpus=corpus_name(spec['corpus']), control=control, out_dir=str(out_dir)))
     torch.set_num_threads(cfg.threads)
     if out_dir.exists(): subprocess.run(['rm', '-rf', str(out_dir)], check=True)
-    t0, c0 = time.time(), _cpu_s()
+    t0, c0 = time.time(), cpu_seconds()
     tr = Trainer(cfg)
-    summ = tr.fit()
-    if summ.get('state') != 'finished':
-        raise SystemExit(f"{out_dir.name}: training ended {summ.get('state')!r} at step {summ.get('step')} ({summ.get('reason')}): no result written")
-    train = dict(wall_s=round(time.time() - t0, 1), cpu_s=round(_cpu_s() - c0, 1), tokens=cfg.steps * cfg.batch_size * cfg.seq_len,
+    summ = fit_to_end(tr, out_dir.name)
+    train = dict(wall_s=round(time.time() - t0, 1), cpu_s=round(cpu_seconds() - c0, 1), tokens=cfg.steps * cfg.batch_size * cfg.seq_len,
                  n_params=int(sum(p.numel() for p in tr.model.parameters())), state=summ.get('state'),
                  final_loss=summ.get('final_loss'), heldout_loss=summ.get('heldout_loss'), start_heldout_loss=summ.get('start_heldout_loss'))
     model = tr.model.eval()
-    t1, c1 = time.time(), _cpu_s()
+    t1, c1 = time.time(), cpu_seconds()
     rec = recall_summary(model, cfg.seq_len, RATIOS, n=100, seed=0)
-    recall_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(_cpu_s() - c1, 1))
-    t1, c1 = time.time(), _cpu_s()
+    recall_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(cpu_seconds() - c1, 1))
+    t1, c1 = time.time(), cpu_seconds()
     with torch.no_grad(): sw = value_nll_full_vs_sw(model, cfg.seq_len, stride=16)
-    sw_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(_cpu_s() - c1, 1))
+    sw_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(cpu_seconds() - c1, 1))
     cw = carry_weights(model)
     return dict(control=control, train_config=cfg.to_dict(), train=train, recall=rec, recall_seconds=recall_s,
                 value_nll_full_vs_sw=sw, sw_seconds=sw_s, carry=dict(last=cw['last'], carry_off=cw['carry_off']) if cw else None)
@@ -139,10 +133,10 @@ def reprobe(name:str, seed:int, n:int) -> dict:
     res = json.loads((RES / f'{name}.json').read_text())
     for c, arm in res['arms'].items():
         model = load_checkpoint(latest_checkpoint(arm['train_config']['out_dir']))
-        t1, c1 = time.time(), _cpu_s()
+        t1, c1 = time.time(), cpu_seconds()
         arm.setdefault('reprobe', {})[f'seed{seed}-n{n}'] = rec = recall_summary(model, arm['train_config']['seq_len'], RATIOS, n=n, seed=seed)
         print(name, c, f'seed {seed} n {n}:', ' '.join(f"r{x['r']:g}:{x['first']:.3f}[{x['first_lo']:.3f},{x['first_hi']:.3f}]" for x in rec['rows']),
-              f'({time.time() - t1:.0f}s wall, {_cpu_s() - c1:.0f}s cpu)', flush=True)
+              f'({time.time() - t1:.0f}s wall, {cpu_seconds() - c1:.0f}s cpu)', flush=True)
     _write(res)
     return res
 

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from _runs import cpu_seconds, fit_to_end  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
@@ -33,10 +33,6 @@ from ttt_nb.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _ppl(nll:list) -> dict:
@@ -57,13 +53,10 @@ def eval_docs(cfg:TrainConfig, split:str, mult:float, published:int=16) -> dict:
 
 def run_one(name:str, fields:dict, out_root:Path, res_root:Path, eval_split:str, mult:float) -> dict:
     cfg = TrainConfig.from_dict(dict(fields, out_dir=str(out_root / name), run_eval=False, progress=False, wandb='disabled'))
-    t0, c0 = time.time(), _cpu_s()
+    t0, c0 = time.time(), cpu_seconds()
     resume = latest_checkpoint(cfg.out_dir) is not None
-    summ = Trainer(cfg).fit(resume=resume)
-    train_s, train_cpu = time.time() - t0, _cpu_s() - c0
-    if summ.get('state') != 'finished':
-        raise SystemExit(f"{name}: training ended {summ.get('state')!r} at step {summ.get('step')} ({summ.get('reason')}): "
-                         "no result written; run the sweep again to resume it")
+    summ = fit_to_end(Trainer(cfg), name, resume, 'run the sweep again to resume it')
+    train_s, train_cpu = time.time() - t0, cpu_seconds() - c0
     ckpt = latest_checkpoint(cfg.out_dir)
     model = load_checkpoint(ckpt)
     res = dict(name=name, config=cfg.to_dict(), train=dict(wall_s=round(train_s, 1), cpu_s=round(train_cpu, 1), resumed=resume,
