@@ -24,6 +24,7 @@ from ttt_nb.ponder import (
     mean_k,
     model_flops,
     oracle_at_mean_k,
+    price_for_mean_k,
     oracle_docs,
     oracle_run,
     ponder_run,
@@ -172,6 +173,20 @@ def test_oracle_price_reaches_a_target_mean_k(mamba):
     target = 0.5 * free.K.double().mean().item()
     r, lam = oracle_at_mean_k(lm, ids, target, KS, iters=12)
     assert lam > 0 and abs(r.K.double().mean().item() - target) < 0.5
+    r3, lam3 = oracle_at_mean_k(lm, ids, target, KS, iters=3)      # the first price comes from the free oracle's branch losses
+    assert lam3 > 0 and abs(r3.K.double().mean().item() - target) < 0.5
+
+def test_price_for_mean_k_from_branch_losses():
+    torch.manual_seed(0)
+    gain = torch.rand(8, 40, 1) * 0.2                                   # per mini-batch: how much extra inner steps help
+    k = torch.tensor(KS, dtype=torch.float64)
+    cand = 3.0 - gain.double() * torch.log1p(k)                         # diminishing returns in K
+    kt = torch.tensor(KS)
+    for target in (1.0, 1.5, 2.3, 3.0):
+        lam = price_for_mean_k(cand, target, KS)
+        got = kt[(cand + lam * k).argmin(-1)].double().mean().item()
+        assert abs(got - target) < 0.05, (target, lam, got)
+    assert price_for_mean_k(cand, max(KS), KS) == 1e-8                   # every cell already at the largest K: the lowest price
 
 # --- compute accounting ---
 

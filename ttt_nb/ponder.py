@@ -25,7 +25,7 @@ from .ops.ttt_ref import _apply, _token_grads, gelu_tanh, gelu_tanh_grad, inner_
 __all__ = ['KS', 'SIGNALS', 'LN_F', 'LN_G', 'GELU_F', 'GELU_G', 'SOFTMAX_F', 'inner_loss', 'ttt_ksteps', 'ttt_block_step',
            'attn_block_step', 'PonderLM', 'PonderResult', 'ponder_run', 'mean_k', 'Fixed', 'RandomK', 'Threshold',
            'Controller', 'Replay', 'quantile_thresholds', 'realized_mix', 'run_docs', 'calibrate', 'oracle_run',
-           'oracle_docs', 'oracle_at_mean_k', 'inner_flops', 'signal_flops', 'model_flops']
+           'oracle_docs', 'price_for_mean_k', 'oracle_at_mean_k', 'inner_flops', 'signal_flops', 'model_flops']
 
 # %% ../nbs/22_ponder.ipynb #14864f38
 KS = (0, 1, 2, 4)  # the inner-step counts a mini-batch may get
@@ -437,18 +437,36 @@ def oracle_docs(lm, docs:Tensor, ks=KS, lam:float=0.0, follow=None, batch:int=16
                        {s: torch.cat([p.signals[s] for p, _ in parts]) for s in SIGNALS})
     return res, torch.cat([c for _, c in parts])
 
-def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0) -> tuple:
-    "(PonderResult, lam): the greedy oracle with the price per step `lam` bisected (log scale) so its mean K is near `target`."
-    res, _ = oracle_docs(lm, docs, ks, 0.0, None, batch)
-    if res.K.double().mean() <= target: return res, 0.0                  # the free oracle already spends no more than target
-    best = (res, 0.0)
-    for _ in range(iters):                                               # per-step prices span orders of magnitude: bisect log(lam)
-        mid = math.sqrt(lam_lo * lam_hi)
-        r, _ = oracle_docs(lm, docs, ks, mid, None, batch)
-        mk = r.K.double().mean().item()
-        if abs(mk - target) < abs(best[0].K.double().mean().item() - target): best = (r, mid)
-        lam_lo, lam_hi = (mid, lam_hi) if mk > target else (lam_lo, mid)
+def price_for_mean_k(cand:Tensor, # branch losses [D,M,len(ks)] along one trajectory (`oracle_docs`)
+                     target:float, ks=KS, lam_lo:float=1e-8, lam_hi:float=1.0, iters:int=64) -> float:
+    "The price per step at which the greedy choice on fixed branch losses `cand` spends a mean K nearest `target` (no model runs)."
+    kt = torch.tensor(ks, dtype=cand.dtype, device=cand.device)
+    mk = lambda lam: kt[(cand + lam * kt).argmin(-1)].double().mean().item()
+    best = lam_hi if abs(mk(lam_hi) - target) < abs(mk(lam_lo) - target) else lam_lo
+    for _ in range(iters):                                               # mean K falls as the price rises: bisect log(lam)
+        mid = math.sqrt(lam_lo * lam_hi); m = mk(mid)
+        if abs(m - target) < abs(mk(best) - target): best = mid
+        lam_lo, lam_hi = (mid, lam_hi) if m > target else (lam_lo, mid)
     return best
+
+def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0,
+                     spread:float=2.0) -> tuple:
+    """(PonderResult, lam): the greedy oracle with the price per step `lam` searched so its mean K is near `target`.
+    The first price comes from the free oracle's branch losses (`price_for_mean_k`); the model then runs at most `iters` times:
+    the price steps by `spread` until the runs bracket the target, then log(lam) is bisected."""
+    res, cand = oracle_docs(lm, docs, ks, 0.0, None, batch)
+    if res.K.double().mean() <= target: return res, 0.0                  # the free oracle already spends no more than target
+    best, gap = (res, 0.0), lambda r: abs(r.K.double().mean().item() - target)
+    lam, lo, hi = price_for_mean_k(cand, target, ks, lam_lo, lam_hi), None, None
+    for _ in range(iters):
+        r, _ = oracle_docs(lm, docs, ks, lam, None, batch)
+        if gap(r) < gap(best[0]): best = (r, lam)
+        if r.K.double().mean().item() > target: lo = lam                 # price too low
+        else: hi = lam
+        lam = (math.sqrt(lo * hi) if lo is not None and hi is not None
+               else min(lam_hi, lam * spread) if lo is not None else max(lam_lo, lam / spread))
+    return best
+
 
 # %% ../nbs/22_ponder.ipynb #60577db3
 LN_F, LN_G, GELU_F, GELU_G, SOFTMAX_F = 8, 14, 10, 14, 5   # FLOPs per element: LayerNorm, its L2 gradient, GELU, its derivative, softmax/log
