@@ -78,16 +78,26 @@ def set_page(nb_path, # a notebook page of the site
     nbformat.write(nb, str(p))
     return p
 
+def _same_setting(a:dict, b:dict) -> bool:
+    "Whether two curriculum.json describe the same run: W and the training settings, wherever the run folder lay."
+    strip = lambda c: dict(W=c.get('W'), train={k: v for k, v in (c.get('train') or {}).items() if k != 'out_dir'})
+    return strip(a) == strip(b)
+
 def publish_run(run_dir, # a finished curriculum folder holding its executed notebook
                 reports_dir='reports', # the site folder
                 name:str=None, # page name (default: the run folder's name)
                 notebook:str=None, # the executed notebook (default: the only *.ipynb in run_dir)
+                overwrite:bool=False, # replace a page published from another run under the same name
                ) -> dict: # {'page': path, 'data': folder}
     "Copy an executed curriculum notebook (titled after its run) and its JSON summaries into reports/curriculum/."
     d = Path(run_dir); name = name or d.name
     nbs = [Path(notebook)] if notebook else sorted(d.glob('*.ipynb'))
     if len(nbs) != 1: raise FileNotFoundError(f"{d}: expected one executed notebook, found {[p.name for p in nbs]}")
     base = Path(reports_dir) / 'curriculum'
+    old = base / name / 'curriculum.json'
+    if old.exists() and not overwrite and not _same_setting(json.loads(old.read_text()), json.loads((d / 'curriculum.json').read_text())):
+        raise FileExistsError(f"{base / name} holds a page published from another run (its W or training settings differ): "
+                              f"publish under another name (name=...) or pass overwrite=True")
     page = slim_notebook(nbs[0], base / f'{name}.ipynb')
     set_page(page, page_title(dict(load_run(d), name=name)), reports_dir)
     data = base / name; data.mkdir(parents=True, exist_ok=True)
