@@ -33,6 +33,24 @@ def test_missing_summaries_exit_with_one_line(tmp_path, capsys):
     assert 'no all_summaries.json' in str(e.value) and 'absent' in str(e.value)
 
 
+def test_effrem_table_reads_the_longest_context_of_the_final_checkpoint(tmp_path):
+    pub, run = tmp_path / 'published', tmp_path / 'run'
+    curve = lambda T, k: dict(T=T, t=[16, 64, 304, 624], mean=[k + 0.1, k + 0.2, k + 0.3, k + 0.4], lo=[0.0] * 4, hi=[1.0] * 4, n_docs=8)
+    s = dict(W=64, memory=dict(effrem=dict(curves=[curve(1280, 0.0), curve(640, 0.5)])))
+    pub.mkdir(); (pub / 'final_eval.json').write_text(json.dumps(s))
+    (run / 'eval').mkdir(parents=True)
+    (run / 'eval' / 'step_000100.json').write_text(json.dumps(dict(W=64, memory={})))              # an earlier checkpoint, no EffRem
+    (run / 'eval' / 'step_001000.json').write_text(json.dumps(s))                                   # the final one
+    rows = study_table.effrem_table([pub, run]).splitlines()
+    assert len(rows) == 4
+    for r in rows[2:]:          # T = 1280 (not 640); t nearest 1 W = 64, 5 W = 320 -> 304, 10 W = 640 -> 624
+        assert '| 1280 (8 docs) | t=64: 0.200 [0.000, 1.000] | t=304: 0.300 [0.000, 1.000] | t=624: 0.400 [0.000, 1.000] |' in r
+    (run / 'eval' / 'step_002000.json').write_text(json.dumps(dict(W=64, memory={})))              # a later one without it
+    assert 'not measured' in study_table.effrem_row(run)
+    with pytest.raises(SystemExit) as e: study_table.main(['--effrem', str(tmp_path / 'absent')])
+    assert 'final_eval.json' in str(e.value)
+
+
 def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
     import ponder_table
     src = json.loads((ROOT / 'reports/ponder/results.json').read_text())

@@ -4,9 +4,12 @@ n-gram, the primary endpoints (paired full - SW at 10 W and 20 W, 95% CIs over d
 
     python tools/study_table.py reports/curriculum/backbone-*/          # published runs (their all_summaries.json)
     python tools/study_table.py runs/study/stdlib-w64-sp-s0 ...          # or run folders
+    python tools/study_table.py --effrem reports/curriculum/study-*/      # EffRem of the final checkpoints instead
 
 Every number is read from the runs' all_summaries.json (the last entry: the final checkpoint); nothing is computed here.
-A run whose model does not beat the trigram is marked 'no claim' in its endpoint cells.
+A run whose model does not beat the trigram is marked 'no claim' in its endpoint cells. With --effrem, the table is
+EffRem_T(t) = TV(q(.|x_0:T), q(.|x_t:T)) at the longest context T measured, for the start t nearest 1, 5 and 10 W, from
+the final checkpoint's evaluator summary (final_eval.json of a published run, the last eval/step_*.json of a run folder).
 """
 from __future__ import annotations
 
@@ -38,13 +41,42 @@ def table(folders:list) -> str:
     return '\n'.join(head + [row(f) for f in folders]) + '\n'
 
 
+def final_eval(folder:Path) -> Path|None:
+    "The final checkpoint's evaluator summary of a published run (final_eval.json) or a run folder (the last eval/step_*.json)."
+    f = Path(folder) / 'final_eval.json'
+    if f.exists(): return f
+    steps = sorted((Path(folder) / 'eval').glob('step_*.json'))
+    return steps[-1] if steps else None
+
+
+def effrem_row(folder:Path, ratios=(1, 5, 10)) -> str:
+    "One run's EffRem at the longest T: mean [95% CI] over its documents for the start t nearest r W."
+    s = json.loads(final_eval(folder).read_text())
+    W, er = s['W'], (s.get('memory') or {}).get('effrem')
+    if not er or not er.get('curves'): return f"| {Path(folder).name} | not measured |" + ' |' * len(ratios)
+    c = max(er['curves'], key=lambda c: c['T'])
+    cells = []
+    for r in ratios:
+        k = min(range(len(c['t'])), key=lambda i: abs(c['t'][i] - r * W))
+        cells.append(f"t={c['t'][k]}: {c['mean'][k]:.3f} [{c['lo'][k]:.3f}, {c['hi'][k]:.3f}]")
+    return f"| {Path(folder).name} | {c['T']} ({c['n_docs']} docs) | " + ' | '.join(cells) + ' |'
+
+
+def effrem_table(folders:list, ratios=(1, 5, 10)) -> str:
+    head = ['| run | T (docs) | ' + ' | '.join(f'EffRem, t near {r} W' for r in ratios) + ' |', '|---|---|' + '---|' * len(ratios)]
+    return '\n'.join(head + [effrem_row(f, ratios) for f in folders]) + '\n'
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    folders = [Path(a) for a in argv]
-    bad = [str(f) for f in folders if not (f / 'all_summaries.json').exists()]
+    effrem = '--effrem' in argv
+    folders = [Path(a) for a in argv if a != '--effrem']
+    need = (lambda f: final_eval(f) is not None) if effrem else (lambda f: (f / 'all_summaries.json').exists())
+    bad = [str(f) for f in folders if not need(f)]
     if not folders or bad:
-        sys.exit(f"study_table: no all_summaries.json in {', '.join(bad) or '(no folder given)'}: pass finished run folders or reports/curriculum/<run>/")
-    print(table(folders), end='')
+        what = 'final_eval.json or eval/step_*.json' if effrem else 'all_summaries.json'
+        sys.exit(f"study_table: no {what} in {', '.join(bad) or '(no folder given)'}: pass finished run folders or reports/curriculum/<run>/")
+    print(effrem_table(folders) if effrem else table(folders), end='')
 
 
 if __name__ == '__main__':

@@ -103,6 +103,8 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
     data = base / name; data.mkdir(parents=True, exist_ok=True)
     for f in ('all_summaries.json', 'curriculum.json', 'train_summary.json'):
         if (d / f).exists(): shutil.copy(d / f, data / f)
+    last = sorted((d / 'eval').glob('step_*.json'))
+    if last: shutil.copy(last[-1], data / 'final_eval.json')   # the final checkpoint's whole summary: EffRem, phase loss, bins
     return dict(page=str(page), data=str(data))
 
 # %% ../../nbs/29_curriculum.publish.ipynb #4bc36a2a
