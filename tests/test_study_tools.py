@@ -82,14 +82,18 @@ def test_pairs_and_claims_keep_the_arms_apart():
 
 def test_seed_claims_need_every_seed_above_the_trigram():
     from ttt_nb.curriculum import compare as CMP
-    def run(seed, claims):
-        t = dict(corpus='python-stdlib', state_passing=True, seed=seed, steps=10, preset='tiny')
+    def run(seed, claims, corpus='python-stdlib'):
+        t = dict(corpus=corpus, state_passing=True, seed=seed, steps=10, preset='tiny')
         probe = dict(r=10.0, diff={'full-sw_strided': dict(mean=-0.05, lo=-0.08, hi=-0.02)})
         s = dict(methods={'full': {}, 'sw_strided': {}}, probes=[probe], regime=dict(far_context_claims=claims))
         return dict(config=dict(W=64, train=t, eval=dict(split='test')), summaries=[s])
-    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(3)])] == ['full better']
-    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(2)])] == ['no claim']
-    v = CMP.seed_claims([run(0, True), run(1, False), run(2, True)])[0]['verdict']
+    # SCIENCE.md rule 5: 5 seeds on the embedded corpus, 3 elsewhere
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(5)])] == ['full better']
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(4)])] == ['no claim: 4 of 5 seeds']
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True, 'wikitext-2-raw') for s in range(3)])] == ['full better']
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True, 'wikitext-2-raw') for s in range(2)])] == ['no claim: 2 of 3 seeds']
+    assert [c['verdict'] for c in CMP.seed_claims([run(s, True) for s in range(3)], min_seeds=3)] == ['full better']
+    v = CMP.seed_claims([run(0, True), run(1, False), run(2, True), run(3, True), run(4, True)])[0]['verdict']
     assert v == 'no claim: below the trigram in seed(s) 1 (else full better)'
 
 

@@ -22,7 +22,8 @@ from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot
 
 # %% auto #0
 __all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
-           'compare_runs', 'expand_runs', 'seed_claims', 'claims_markdown', 'show_comparison', 'compare_main']
+           'compare_runs', 'expand_runs', 'min_seeds_for', 'seed_claims', 'claims_markdown', 'show_comparison',
+           'compare_main']
 
 # %% ../../nbs/27_curriculum.compare.ipynb #paired1
 def final_losses(run:dict) -> tuple[dict, list|None, dict]:
@@ -171,8 +172,12 @@ def expand_runs(run_dirs:list=None, # run folders
     if not dirs: raise ValueError(f"no curriculum run folder in run_dirs={run_dirs!r} / run_glob={run_glob!r}")
     return dirs
 
-def seed_claims(runs:list, min_seeds:int=3) -> list[dict]:
-    "Per setting and probe of the final checkpoints: 'full better' / 'SW better' only when every seed's paired CI excludes zero the same way, there are at least `min_seeds` seeds and every seed's model beats the trigram; else 'no claim'."
+def min_seeds_for(corpus:str) -> int:
+    "The seeds a claim needs (SCIENCE.md rule 5): 5 on the embedded corpus (python-stdlib), 3 elsewhere."
+    return 5 if Path(str(corpus)).name == 'python-stdlib' else 3
+
+def seed_claims(runs:list, min_seeds:int|None=None) -> list[dict]:
+    "Per setting and probe of the final checkpoints: 'full better' / 'SW better' only when every seed's paired CI excludes zero the same way, there are at least `min_seeds` seeds (default `min_seeds_for` the corpus) and every seed's model beats the trigram; else 'no claim'."
     groups = {}
     for r in runs: groups.setdefault(run_label(r, seed=False) + ', ' + r['config']['train']['corpus'], []).append(r)
     out = []
@@ -184,10 +189,11 @@ def seed_claims(runs:list, min_seeds:int=3) -> list[dict]:
                 if sw: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{sw}'])
         for pr, ds in sorted(by_r.items()):
             below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
-            v = 'no claim' if len(ds) < min_seeds else 'full better' if below else 'SW better' if above else 'no claim'
+            need = min_seeds or min_seeds_for(rs[0]['config']['train']['corpus'])
+            v = f'no claim: {len(ds)} of {need} seeds' if len(ds) < need else 'full better' if below else 'SW better' if above else 'no claim'
             weak = [r['config']['train']['seed'] for r in rs if (r['summaries'][-1].get('regime') or {}).get('far_context_claims') is False]
-            if weak and v != 'no claim': v = f"no claim: below the trigram in seed(s) {', '.join(map(str, sorted(weak)))} (else {v})"
-            out.append(dict(setting=g, r=pr, seeds=len(ds), means=[d['mean'] for d in ds], verdict=v,
+            if weak and not v.startswith('no claim'): v = f"no claim: below the trigram in seed(s) {', '.join(map(str, sorted(weak)))} (else {v})"
+            out.append(dict(setting=g, r=pr, seeds=len(ds), seeds_needed=need, means=[d['mean'] for d in ds], verdict=v,
                             excluding_zero=sum(d['hi'] < 0 or d['lo'] > 0 for d in ds)))
     return out
 
@@ -206,7 +212,7 @@ def show_comparison(res:dict):
     runs = res['runs']
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
     display(Markdown('**Final checkpoints, probe points** (95% CIs over documents, studentized bootstrap):\n\n' + table_markdown(res['table'])))
-    display(Markdown('**Claims across seeds** (the 3-seed rule: at least 3 seeds, every paired CI excluding zero the same way):\n\n'
+    display(Markdown('**Claims across seeds** (the seed rule: 5 seeds on python-stdlib, 3 elsewhere, every paired CI excluding zero the same way and every model above the trigram):\n\n'
                      + claims_markdown(seed_claims(runs))))
     if res.get('paired'):
         display(Markdown('**Paired across runs** (A - B at the same absolute positions on the same documents; per seed and pooled; '
