@@ -442,12 +442,12 @@ def price_for_mean_k(cand:Tensor, # branch losses [D,M,len(ks)] along one trajec
     "The price per step at which the greedy choice on fixed branch losses `cand` spends a mean K nearest `target` (no model runs)."
     kt = torch.tensor(ks, dtype=cand.dtype, device=cand.device)
     mk = lambda lam: kt[(cand + lam * kt).argmin(-1)].double().mean().item()
-    best = lam_hi if abs(mk(lam_hi) - target) < abs(mk(lam_lo) - target) else lam_lo
+    best = min((abs(mk(lam) - target), lam) for lam in (lam_lo, lam_hi))   # (gap, price): a tie keeps the lower price
     for _ in range(iters):                                               # mean K falls as the price rises: bisect log(lam)
         mid = math.sqrt(lam_lo * lam_hi); m = mk(mid)
-        if abs(m - target) < abs(mk(best) - target): best = mid
+        if abs(m - target) < best[0]: best = (abs(m - target), mid)
         lam_lo, lam_hi = (mid, lam_hi) if m > target else (lam_lo, mid)
-    return best
+    return best[1]
 
 def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0,
                      spread:float=2.0) -> tuple:
@@ -466,7 +466,6 @@ def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:in
         lam = (math.sqrt(lo * hi) if lo is not None and hi is not None
                else min(lam_hi, lam * spread) if lo is not None else max(lam_lo, lam / spread))
     return best
-
 
 # %% ../nbs/22_ponder.ipynb #60577db3
 LN_F, LN_G, GELU_F, GELU_G, SOFTMAX_F = 8, 14, 10, 14, 5   # FLOPs per element: LayerNorm, its L2 gradient, GELU, its derivative, softmax/log

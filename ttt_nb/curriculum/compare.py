@@ -182,14 +182,13 @@ def seed_claims(runs:list, min_seeds:int|None=None) -> list[dict]:
     for r in runs: groups.setdefault(run_label(r, seed=False) + ', ' + r['config']['train']['corpus'], []).append(r)
     out = []
     for g, rs in groups.items():
-        by_r = {}
+        by_r, need = {}, min_seeds or min_seeds_for(rs[0]['config']['train']['corpus'])
         for r in rs:
             s = r['summaries'][-1]; sw = sw_method(s)
             for p in s['probes']:
                 if sw: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{sw}'])
         for pr, ds in sorted(by_r.items()):
             below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
-            need = min_seeds or min_seeds_for(rs[0]['config']['train']['corpus'])
             v = f'no claim: {len(ds)} of {need} seeds' if len(ds) < need else 'full better' if below else 'SW better' if above else 'no claim'
             weak = [r['config']['train']['seed'] for r in rs if (r['summaries'][-1].get('regime') or {}).get('far_context_claims') is False]
             if weak and not v.startswith('no claim'): v = f"no claim: below the trigram in seed(s) {', '.join(map(str, sorted(weak)))} (else {v})"

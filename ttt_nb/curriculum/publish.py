@@ -93,18 +93,18 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
     d = Path(run_dir); name = name or d.name
     nbs = [Path(notebook)] if notebook else sorted(d.glob('*.ipynb'))
     if len(nbs) != 1: raise FileNotFoundError(f"{d}: expected one executed notebook, found {[p.name for p in nbs]}")
-    base = Path(reports_dir) / 'curriculum'
+    base, run = Path(reports_dir) / 'curriculum', load_run(d)
     old = base / name / 'curriculum.json'
-    if old.exists() and not overwrite and not _same_setting(json.loads(old.read_text()), json.loads((d / 'curriculum.json').read_text())):
+    if old.exists() and not overwrite and not _same_setting(json.loads(old.read_text()), run['config']):
         raise FileExistsError(f"{base / name} holds a page published from another run (its W or training settings differ): "
                               f"publish under another name (name=...) or pass overwrite=True")
     page = slim_notebook(nbs[0], base / f'{name}.ipynb')
-    set_page(page, page_title(dict(load_run(d), name=name)), reports_dir)
+    set_page(page, page_title(dict(run, name=name)), reports_dir)
     data = base / name; data.mkdir(parents=True, exist_ok=True)
     for f in ('all_summaries.json', 'curriculum.json', 'train_summary.json'):
         if (d / f).exists(): shutil.copy(d / f, data / f)
-    last = sorted((d / 'eval').glob('step_*.json'))
-    if last: shutil.copy(last[-1], data / 'final_eval.json')   # the final checkpoint's whole summary: EffRem, phase loss, bins
+    if run['summaries']:                                       # the final checkpoint's whole summary: EffRem, phase loss, bins
+        (data / 'final_eval.json').write_text(json.dumps(run['summaries'][-1]))
     return dict(page=str(page), data=str(data))
 
 # %% ../../nbs/29_curriculum.publish.ipynb #4bc36a2a
