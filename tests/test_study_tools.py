@@ -80,6 +80,26 @@ def test_pairs_and_claims_keep_the_arms_apart():
     for _, a, b in pairs: assert CMP.run_arm(a) == CMP.run_arm(b)
 
 
+def test_arms_pair_with_the_default_arm_of_their_backbone_w_and_sp():
+    "Question 3's pairs: a control or another initial state against the default arm; no inner loop against SP and no SP alike."
+    from ttt_nb.curriculum import compare as CMP
+    def run(sp, seed, **train):
+        t = dict(corpus='python-stdlib', state_passing=sp, seed=seed, steps=10, preset='tiny', **train)
+        return dict(name=f"{sp}-{seed}-{sorted(train.items())}", config=dict(W=64, train=t, eval=dict(split='test')))
+    m = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True))
+    runs = [run(True, 0, **m), run(False, 0, **m), run(True, 0, control='carry_on', **m), run(True, 0, control='no_inner_loop', **m),
+            run(False, 0, init_state='noise', **m), run(True, 0, init_state='other_sequence', **m),
+            run(True, 1, control='carry_off', **m),            # no default arm at seed 1: no pair
+            run(True, 0, control='carry_off')]                 # another backbone: no pair
+    pairs = CMP._pairs(runs, 'arm')
+    assert sorted(n for n, _, _ in pairs) == [
+        'W=64, SP, Mamba, carry on - W=64, SP, Mamba', 'W=64, SP, Mamba, init other sequence - W=64, SP, Mamba',
+        'W=64, SP, Mamba, no inner loop - W=64, SP, Mamba', 'W=64, SP, Mamba, no inner loop - W=64, no SP, Mamba',
+        'W=64, no SP, Mamba, init noise - W=64, no SP, Mamba']
+    for _, a, b in pairs: assert CMP._base_arm(b) and not CMP._base_arm(a) and a['config']['train']['seed'] == b['config']['train']['seed']
+    assert not [a for _, a, _ in CMP._pairs(runs, 'sp') if 'no inner loop' in CMP.run_arm(a)]   # the crossing is for arms only
+
+
 def test_seed_claims_need_every_seed_above_the_trigram():
     from ttt_nb.curriculum import compare as CMP
     def run(seed, claims, corpus='python-stdlib'):

@@ -62,22 +62,40 @@ def paired_difference(a:tuple,            # (nll dict, doc names) of run A (`fin
     return rows, S, N
 
 # %% ../../nbs/27_curriculum.compare.ipynb #paired2
-def _varied(r, drop:str):
-    "The value of the setting a comparison varies: W, or state passing."
-    return r['config']['W'] if drop == 'W' else r['config']['train']['state_passing']
+def _backbone(r) -> str:
+    "'Mamba' for the official gated conv-Q/K backbone, else '' (TTT as the only token mixer)."
+    mo = r['config']['train'].get('model_overrides') or {}
+    return 'Mamba' if all(mo.get(k) for k in ('pre_conv', 'share_qk', 'use_gate')) else ''
 
-def _key(r, drop:str) -> tuple:
-    "What must match for a pair: corpus, eval split, steps, preset, the seed and the setting not varied."
+def _base_arm(r) -> bool:
+    "A run of the default arm: no control, the learned initial state."
+    t = r['config']['train']
+    return t.get('control', 'none') == 'none' and t.get('init_state', 'learned') == 'learned'
+
+def _varied(r, drop:str):
+    "The value of the setting a comparison varies: W, the arm (a control or another initial state), or state passing ('sp')."
+    return r['config']['W'] if drop == 'W' else run_arm(r) if drop == 'arm' else r['config']['train']['state_passing']
+
+def _keys(r, drop:str) -> list[tuple]:
+    "What must match for a pair: corpus, eval split, steps, preset, the seed and the settings not varied (a run may join two groups)."
     t, e = r['config']['train'], r['config']['eval']
     k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'],
              arm=run_arm(r))   # backbone, control and initial state must match too
-    k.pop('W' if drop == 'W' else 'sp'); return tuple(sorted(k.items()))
+    if drop != 'arm': k.pop('W' if drop == 'W' else 'sp'); return [tuple(sorted(k.items()))]
+    k['arm'] = _backbone(r)    # an arm is paired with the default arm of its backbone, W and state passing;
+    sps = (True, False) if t.get('control') == 'no_inner_loop' else (k['sp'],)   # without an inner loop the state never moves, so SP is moot
+    return [tuple(sorted({**k, 'sp': s}.items())) for s in sps]
 
 def _pairs(runs:list, drop:str) -> list:
-    "(name, run A, run B) for every two runs that differ only in the varied setting (W: smaller first; SP before no SP)."
+    "(name, run A, run B) for every two runs that differ only in the varied setting (W: smaller first; SP before no SP; an arm before the default)."
     groups, out = {}, []
-    for r in runs: groups.setdefault(_key(r, drop), []).append(r)
+    for r in runs:
+        for k in _keys(r, drop): groups.setdefault(k, []).append(r)
     for _, rs in sorted(groups.items()):
+        if drop == 'arm':
+            base = next((r for r in rs if _base_arm(r)), None)
+            out += [(f"{run_label(r, seed=False)} - {run_label(base, seed=False)}", r, base) for r in rs if base is not None and not _base_arm(r)]
+            continue
         vals = sorted({_varied(r, drop) for r in rs}, reverse=drop != 'W')
         for va, vb in zip(vals[:-1], vals[1:]):
             ra, rb = (next(r for r in rs if _varied(r, drop) == v) for v in (va, vb))
@@ -86,15 +104,15 @@ def _pairs(runs:list, drop:str) -> list:
 
 # %% ../../nbs/27_curriculum.compare.ipynb #paired3
 def paired_runs(runs:list,                 # `load_run` dicts (final checkpoints evaluated with per-document losses)
-                ratios=(1, 2, 5, 10),      # positions r * (the larger W)
+                ratios=(1, 2, 5, 10, 20),  # positions r * (the larger W), up to 20 * the smaller W (where the documents end)
                 n_boot:int=1000, seed:int=0, ci_method:str=E.CI_METHOD,
                ) -> list[dict]:            # one row per comparison, seed ('pooled': documents x seeds) and position
-    "W against W (full context, same absolute positions, same documents) and state passing against none, paired by document and seed."
+    "W against W (full context, same absolute positions, same documents), state passing against none, and each arm (control, initial state) against the default arm, paired by document and seed."
     rows, pools = [], {}
-    for drop in ('W', 'state_passing'):
+    for drop in ('W', 'state_passing', 'arm'):
         for name, ra, rb in _pairs(runs, drop):
-            Wmax, h = max(ra['config']['W'], rb['config']['W']), min(ra['config']['W'], rb['config']['W']) // 2
-            pos = [int(q * Wmax) for q in ratios]
+            Wmax, Wmin = max(ra['config']['W'], rb['config']['W']), min(ra['config']['W'], rb['config']['W'])
+            pos, h = [int(q * Wmax) for q in ratios if q * Wmax <= 20 * Wmin], Wmin // 2
             res, S, N = paired_difference(final_losses(ra)[:2], final_losses(rb)[:2], pos, h, ci_method=ci_method, n_boot=n_boot, seed=seed)
             sd = ra['config']['train']['seed']
             rows += [dict(comparison=name, varies=drop, seed=sd, a=ra['dir'], b=rb['dir'], **x) for x in res]
