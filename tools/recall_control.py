@@ -23,12 +23,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from _runs import cpu_seconds, fit_to_end  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.core import write_json_atomic
-from ttt_nb.memory import carry_weights, context_nll, mean_ci, recall_documents, recall_summary
+from ttt_nb.memory import carry_weights, recall_summary, recall_value_nll
 from ttt_nb.train import TrainConfig, Trainer
 from ttt_nb.train.build import CONTROL_FIELDS
 
@@ -63,19 +62,6 @@ def corpus_name(opts:dict) -> str:
     return 'synthetic-recall?' + '&'.join(f'{k}={v}' for k, v in opts.items())
 
 
-def value_nll_full_vs_sw(model, W:int, ratios=(1, 2, 5), n:int=50, stride:int=16, seed:int=1) -> list:
-    "Per r: the value tokens' mean NLL under full context and under strided SW of W tokens, and their paired difference (t CI over documents)."
-    out = []
-    for d in recall_documents(W, ratios, n, seed):
-        full = context_nll(model, d['ids'])
-        sw = context_nll(model, d['ids'], window=W, stride=stride)
-        f = np.array([np.nanmean(a[q:q + m]) for a, q, m in zip(full, d['query'], d['n_value'], strict=True)])   # NLL of the value tokens
-        s = np.array([np.nanmean(a[q:q + m]) for a, q, m in zip(sw, d['query'], d['n_value'], strict=True)])
-        m_f, m_s, diff = mean_ci(f), mean_ci(s), mean_ci(s - f)
-        out.append(dict(r=float(d['r']), n=n, full=m_f[0], sw=m_s[0], sw_minus_full=diff[0], lo=diff[1], hi=diff[2]))
-    return out
-
-
 def train_and_probe(cfg_name:str, spec:dict, control:str='none') -> dict:
     "Train one arm, then probe it; returns the arm's record."
     out_dir = Path('/tmp/recall') / (cfg_name if control == 'none' else f'{cfg_name}-{control}')
@@ -96,7 +82,7 @@ def train_and_probe(cfg_name:str, spec:dict, control:str='none') -> dict:
     rec = recall_summary(model, cfg.seq_len, RATIOS, n=100, seed=0)
     recall_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(cpu_seconds() - c1, 1))
     t1, c1 = time.time(), cpu_seconds()
-    with torch.no_grad(): sw = value_nll_full_vs_sw(model, cfg.seq_len, stride=16)
+    with torch.no_grad(): sw = recall_value_nll(model, cfg.seq_len, ratios=(1, 2, 5), n=50, seed=1, stride=16)
     sw_s = dict(wall_s=round(time.time() - t1, 1), cpu_s=round(cpu_seconds() - c1, 1))
     cw = carry_weights(model)
     return dict(control=control, train_config=cfg.to_dict(), train=train, recall=rec, recall_seconds=recall_s,

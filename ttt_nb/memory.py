@@ -19,7 +19,7 @@ from .tokenizers import load_tokenizer
 
 # %% auto #0
 __all__ = ['SCHEMA', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'carry_weights', 'phase_loss', 'effrem_grid',
-           'effective_remembrance', 'recall_documents', 'recall_summary', 'memory_summary']
+           'effective_remembrance', 'recall_documents', 'recall_summary', 'recall_value_nll', 'memory_summary']
 
 # %% ../nbs/19a_memory.ipynb #e4b55a80
 SCHEMA = 'ttt_nb.memory/v1'
@@ -309,6 +309,29 @@ def recall_summary(model,
                 choice='digits' if cand is not None else 'vocabulary',   # argmax among the 10 digit tokens, or over the vocabulary
                 doc=dict(n_pairs=doc_kw.get('n_pairs', 1), key_len=doc_kw.get('key_len', 4), value_len=vl),
                 chance=dict(acc=10.0 ** -vl, first=0.1) if cand is not None else None, rows=rows)
+
+# %% ../nbs/19a_memory.ipynb #rvnll01
+def recall_value_nll(model,
+                     W:int,                    # the training window: SW reads windows of W tokens
+                     ratios=(1, 2, 5, 10, 20), # distances r*W between binding and query
+                     n:int=50,                 # probe documents per ratio
+                     seed:int=1,               # probe documents' seed
+                     stride:int|None=None,     # SW's S (a multiple of the mini-batch size b); default W/4 rounded down to a multiple of b
+                     tok='byte',               # the tokenizer the model reads
+                     ci:float=0.95,            # interval level (t-based over probe documents)
+                     **doc_kw,                 # n_pairs, key_len, value_len: passed to `recall_documents`
+                    ) -> list:                 # per r: dict(r, n, full, sw, sw_minus_full, lo, hi)
+    "Per distance r*W: the planted value's mean NLL under full context and under strided SW of W tokens, and their paired difference."
+    if not isinstance(W, (int, np.integer)) or W < 1: raise ValueError(f"W must be a positive int, got {W!r}")
+    b = mini_batch_size(model); S = stride if stride is not None else max(b, (W // 4) // b * b)
+    if S % b or not 1 <= S <= W: raise ValueError(f"stride {S} must be a multiple of the mini-batch size b={b} in 1..W={W} (keeps the RoPE phase)")
+    out = []
+    for d in recall_documents(W, ratios, n, seed, tok, **doc_kw):
+        full, sw = context_nll(model, d['ids']), context_nll(model, d['ids'], window=W, stride=S)
+        f, s = (np.array([np.nanmean(a[q:q + m]) for a, q, m in zip(x, d['query'], d['n_value'], strict=True)]) for x in (full, sw))  # the value's tokens
+        m_f, m_s, diff = mean_ci(f, ci), mean_ci(s, ci), mean_ci(s - f, ci)
+        out.append(dict(r=float(d['r']), n=n, stride=S, full=_j(m_f[0]), sw=_j(m_s[0]), sw_minus_full=_j(diff[0]), lo=_j(diff[1]), hi=_j(diff[2])))
+    return out
 
 # %% ../nbs/19a_memory.ipynb #919c9153
 def memory_summary(model,
