@@ -129,16 +129,16 @@ def test_fit_to_end_stops_the_tool_on_an_unfinished_run():
 
 
 def test_study_recall_table_pools_each_arm_over_its_seeds(tmp_path):
-    "tools/study_recall.py --table: hits summed over seeds (Wilson), SW - full averaged over seeds; a wrong path is one line."
+    "tools/study_recall.py --table: one seed with its Wilson CI, several as mean and range; SW - full averaged over seeds; a wrong path is one line."
     import study_recall
     def rec(name, first, diff):
-        rows = [dict(r=r, n=100, first=first) for r in study_recall.RATIOS]
+        rows = [dict(r=r, n=100, first=first, first_lo=first - 0.1, first_hi=first + 0.1) for r in study_recall.RATIOS]
         f = tmp_path / f'{name}.json'
         f.write_text(json.dumps(dict(run=name, recall=dict(rows=rows), value_nll=[dict(r=r, sw_minus_full=diff) for r in study_recall.NLL_RATIOS])))
         return f
     files = [rec('w64-sp-s0', 0.10, 0.02), rec('w64-sp-s1', 0.20, 0.04), rec('w64-nosp-s0', 0.50, -0.1)]
     rows = study_recall.table(files).splitlines()
     assert len(rows) == 4 and rows[2].startswith('| w64-nosp | 1 | 0.50 [0.40, 0.60] |') and '| -0.100 |' in rows[2]
-    assert rows[3].startswith('| w64-sp | 2 | 0.15 [0.11, 0.21] |') and '+0.030 [-0.097, +0.157]' in rows[3]
+    assert rows[3].startswith('| w64-sp | 2 | 0.15 (0.10-0.20) |') and '+0.030 [-0.097, +0.157]' in rows[3]
     with pytest.raises(SystemExit, match='not found'): study_recall.main(['--table', str(tmp_path / 'absent.json')])
     with pytest.raises(SystemExit, match='not a curriculum run folder'): study_recall.main([str(tmp_path)])

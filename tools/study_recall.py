@@ -9,9 +9,9 @@ Per run, from its final checkpoint (one thread): `ttt_nb.memory.recall_summary` 
 Wilson intervals over n probes; chance 0.1 for the first digit) and `ttt_nb.memory.recall_value_nll` (the value's
 mean NLL under strided SW of W tokens minus under full context, paired over probe documents, t intervals; SW has the
 run's evaluation stride). One JSON per run goes to reports/study-recall/<run>.json with the probe settings, the
-seconds it took and the hardware. The table pools each arm over its seeds (hits over all probes, Wilson; the SW - full
-difference averaged over seeds with a t interval over seeds): exploratory, as the probes are out of the training
-distribution.
+seconds it took and the hardware. The table gives each arm's first-digit recall as the mean and range over its seeds
+(every seed reads the same probes, so their hits are not pooled into one interval) and the SW - full difference
+averaged over seeds with a t interval over seeds: exploratory, as the probes are out of the training distribution.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from _runs import cpu_seconds  # tools/ is on sys.path when a tool runs
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
 from ttt_nb.eval import load_checkpoint
-from ttt_nb.memory import carry_weights, mean_ci, recall_summary, recall_value_nll, wilson_ci
+from ttt_nb.memory import carry_weights, mean_ci, recall_summary, recall_value_nll
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'reports' / 'study-recall'
@@ -68,7 +68,7 @@ def arm(rec:dict) -> str:
 
 
 def table(files:list) -> str:
-    "Per arm (pooled over its seeds): first-digit recall with its Wilson CI, and SW - full value NLL (mean over seeds, t CI over seeds)."
+    "Per arm: first-digit recall (one seed: its Wilson CI; several: the mean and range over seeds) and SW - full value NLL (mean over seeds, t CI over seeds)."
     recs = [json.loads(Path(f).read_text()) for f in files]
     groups = {}
     for r in recs: groups.setdefault(arm(r), []).append(r)
@@ -79,9 +79,9 @@ def table(files:list) -> str:
         cells = []
         for r in rs:
             rows = [row for x in g for row in x['recall']['rows'] if row['r'] == r]
-            k, n = sum(round(row['first'] * row['n']) for row in rows), sum(row['n'] for row in rows)
-            p, lo, hi = wilson_ci(k, n)
-            cells.append(f'{p:.2f} [{lo:.2f}, {hi:.2f}]')
+            if len(rows) == 1: cells.append(f"{rows[0]['first']:.2f} [{rows[0]['first_lo']:.2f}, {rows[0]['first_hi']:.2f}]"); continue
+            p = [row['first'] for row in rows]   # the seeds read the same probes: their hits are not independent, so no pooled interval
+            cells.append(f'{np.mean(p):.2f} ({min(p):.2f}-{max(p):.2f})')
         for r in NLL_RATIOS:
             d = [row['sw_minus_full'] for x in g for row in x['value_nll'] if row['r'] == r]
             m, lo, hi, _ = mean_ci(np.array(d, dtype=float))
