@@ -1,4 +1,5 @@
 "Several trainer runs one after another in the same torchrun processes (one start-up): _dist_run.py CONFIG.json[,resume][,real] ..."
+import gc
 import json
 import os
 import signal
@@ -29,4 +30,7 @@ if __name__ == '__main__':
             tr.train_step = killing
         s = tr.fit(resume='resume' in flags)
         if rank == 0: print(json.dumps({k: s[k] for k in ('state', 'step', 'final_loss')}), flush=True)
-    tr.dist.close()
+        dist = tr.dist; dist.barrier()
+        del tr; gc.collect()      # free this run's engine (DDP reducer, FSDP mesh) on every rank in step, not whenever the GC happens to
+        dist.barrier()
+    dist.close()
