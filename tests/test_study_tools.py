@@ -66,13 +66,20 @@ def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
     with pytest.raises(SystemExit, match='no results file'): ponder_table.main([str(tmp_path / 'absent.json')])
 
 
+def _cfg_run(sp, seed, **train):
+    "A run dict with only the config that `_pairs` reads."
+    t = dict(corpus='python-stdlib', state_passing=sp, seed=seed, steps=10, preset='tiny', **train)
+    return dict(name=f"{sp}-{seed}-{sorted(train.items())}", config=dict(W=64, train=t, eval=dict(split='test')))
+
+
+MAMBA = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True))
+
+
 def test_pairs_and_claims_keep_the_arms_apart():
     "SP against no SP pairs runs of the same arm only; the seed claims group by arm (backbone, control, initial state)."
     from ttt_nb.curriculum import compare as CMP
-    def run(sp, seed, **train):
-        t = dict(corpus='python-stdlib', state_passing=sp, seed=seed, steps=10, preset='tiny', **train)
-        return dict(name=f"{sp}-{seed}-{sorted(train.items())}", config=dict(W=64, train=t, eval=dict(split='test')))
-    mamba = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True))
+    run = _cfg_run
+    mamba = MAMBA
     runs = [run(True, 0), run(False, 0), run(True, 0, init_state='other_sequence'), run(True, 0, **mamba), run(False, 0, **mamba),
             run(True, 0, control='no_inner_loop')]
     pairs = CMP._pairs(runs, 'sp')
@@ -83,10 +90,8 @@ def test_pairs_and_claims_keep_the_arms_apart():
 def test_arms_pair_with_the_default_arm_of_their_backbone_w_and_sp():
     "Question 3's pairs: a control or another initial state against the default arm; no inner loop against SP and no SP alike."
     from ttt_nb.curriculum import compare as CMP
-    def run(sp, seed, **train):
-        t = dict(corpus='python-stdlib', state_passing=sp, seed=seed, steps=10, preset='tiny', **train)
-        return dict(name=f"{sp}-{seed}-{sorted(train.items())}", config=dict(W=64, train=t, eval=dict(split='test')))
-    m = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True))
+    run = _cfg_run
+    m = MAMBA
     runs = [run(True, 0, **m), run(False, 0, **m), run(True, 0, control='carry_on', **m), run(True, 0, control='no_inner_loop', **m),
             run(False, 0, init_state='noise', **m), run(True, 0, init_state='other_sequence', **m),
             run(True, 1, control='carry_off', **m),            # no default arm at seed 1: no pair
