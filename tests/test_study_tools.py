@@ -64,6 +64,9 @@ def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
     assert f"{p['mean']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]" in rows[len(mixes) - 1]
     assert f"{src['methods'][f'oracle_{mix}']['mean_k']:.2f} |" in rows[len(mixes) - 1]
     with pytest.raises(SystemExit, match='no results file'): ponder_table.main([str(tmp_path / 'absent.json')])
+    pair = {'adaptive_entropy_m - fixed_K1': dict(mean=-0.01, lo=-0.02, hi=-0.005, excludes_zero=True)}   # the gate against uniform compute
+    assert ponder_table._uniform(pair, 'm', 1.0) == '-0.0100 [-0.0200, -0.0050] *' and ponder_table._uniform(pair, 'm', 2.3) == 'no uniform K'
+    assert ponder_table._uniform({}, 'm', 2.0) == 'not run'
 
 
 def _cfg_run(sp, seed, **train):

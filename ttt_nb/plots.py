@@ -669,7 +669,7 @@ def plot_ponder_paired(diffs:dict, # 'method - random_<mix>' -> paired differenc
         c = SIGNAL_COLORS.get(k.split('_')[1], 'purple')
         ax.errorbar(v['mean'], i, xerr=[[v['mean'] - v['lo']], [v['hi'] - v['mean']]], fmt='o', color=c, capsize=2)
     ax.axvline(0, color='k', lw=0.8); ax.set_yticks(range(len(items))); ax.set_yticklabels([k for k, _ in items], fontsize=7)
-    ax.set_xlabel('NLL difference vs random at the same mix (nats/token); < 0: better than random'); ax.set_title(title, fontsize=10)
+    ax.set_xlabel('NLL difference vs random at the same mix (nats/token)\n< 0: better than random'); ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
