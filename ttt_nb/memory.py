@@ -18,8 +18,9 @@ from .stats import t_ppf
 from .tokenizers import load_tokenizer
 
 # %% auto #0
-__all__ = ['SCHEMA', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'carry_weights', 'phase_loss', 'effrem_grid',
-           'effective_remembrance', 'recall_documents', 'recall_summary', 'recall_value_nll', 'memory_summary']
+__all__ = ['SCHEMA', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'sw_stride', 'carry_weights', 'phase_loss',
+           'effrem_grid', 'effective_remembrance', 'recall_documents', 'recall_summary', 'recall_value_nll',
+           'memory_summary']
 
 # %% ../nbs/19a_memory.ipynb #e4b55a80
 SCHEMA = 'ttt_nb.memory/v1'
@@ -118,6 +119,12 @@ def _ttt_layers(model) -> list:
 def mini_batch_size(model) -> int:
     "b of a TTT model (the RoPE and inner-step period); 1 for any other model."
     return int(getattr(model.config, 'mini_batch_size', 1)) if _ttt_layers(model) else 1
+
+def sw_stride(model, W:int, stride:int|None=None) -> int:
+    "SW's stride S: `stride`, or W/4 rounded down to a multiple of b (at least b); an error unless b divides it and 1 <= S <= W (the RoPE phase)."
+    b = mini_batch_size(model); S = stride if stride is not None else max(b, (W // 4) // b * b)
+    if S % b or not 1 <= S <= W: raise ValueError(f"stride {S} must be a multiple of the mini-batch size b={b} in 1..W={W} (keeps the RoPE phase)")
+    return S
 
 def carry_weights(model) -> dict|None:
     "Per layer, the carry weights token_idx (after the clamp) and the raw learnable parameter, as JSON-able data; None for a model without them."
@@ -323,9 +330,7 @@ def recall_value_nll(model,
                     ) -> list:                 # per r: dict(r, n, full, sw, sw_minus_full, lo, hi)
     "Per distance r*W: the planted value's mean NLL under full context and under strided SW of W tokens, and their paired difference."
     if not isinstance(W, (int, np.integer)) or W < 1: raise ValueError(f"W must be a positive int, got {W!r}")
-    b = mini_batch_size(model); S = stride if stride is not None else max(b, (W // 4) // b * b)
-    if S % b or not 1 <= S <= W: raise ValueError(f"stride {S} must be a multiple of the mini-batch size b={b} in 1..W={W} (keeps the RoPE phase)")
-    out = []
+    S, out = sw_stride(model, W, stride), []
     for d in recall_documents(W, ratios, n, seed, tok, **doc_kw):
         full, sw = context_nll(model, d['ids']), context_nll(model, d['ids'], window=W, stride=S)
         f, s = (np.array([np.nanmean(a[q:q + m]) for a, q, m in zip(x, d['query'], d['n_value'], strict=True)]) for x in (full, sw))  # the value's tokens
@@ -352,8 +357,7 @@ def memory_summary(model,
     b, secs, out = mini_batch_size(model), {}, {}
     t0 = time.perf_counter()
     if nll is None:
-        S = stride if stride is not None else max(b, (W // 4) // b * b)
-        if S % b or not 1 <= S <= W: raise ValueError(f"stride {S} must be a multiple of the mini-batch size b={b} in 1..W={W} (keeps the RoPE phase)")
+        S = sw_stride(model, W, stride)
         nll = dict(full=context_nll(model, docs, chunk=chunk, batch_size=batch_size), sw_strided=context_nll(model, docs, W, S, chunk, batch_size))
     else: S = stride
     if 'full' not in nll: raise ValueError(f"nll needs the 'full' method, got {list(nll)}")

@@ -18,11 +18,11 @@ from matplotlib.lines import Line2D
 # %% auto #0
 __all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'FIG_DPI', 'SIGNAL_COLORS', 'is_reference', 'references', 'compared',
            'regime_note', 'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure', 'save_all',
-           'plot_phase', 'plot_effrem', 'plot_recall', 'sw_method', 'run_arm', 'run_label', 'probe_series',
-           'plot_evolution', 'plot_probes_over_training', 'plot_training', 'carry_series', 'plot_carry_over_training',
-           'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position',
-           'plot_compare_training', 'plot_ponder_plane', 'plot_ponder_paired', 'plot_ponder_allocation',
-           'plot_ponder_signal_gain']
+           'plot_phase', 'plot_effrem', 'plot_recall', 'sw_method', 'run_backbone', 'run_arm', 'run_label',
+           'probe_series', 'plot_evolution', 'plot_probes_over_training', 'plot_training', 'carry_series',
+           'plot_carry_over_training', 'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution',
+           'plot_compare_position', 'plot_compare_training', 'plot_ponder_plane', 'plot_ponder_paired',
+           'plot_ponder_allocation', 'plot_ponder_signal_gain']
 
 # %% ../nbs/20_plots.ipynb #b5c24f74
 DPI = 120
@@ -347,10 +347,15 @@ def sw_method(summary:dict) -> str|None:
     "The sliding-window method of a summary: 'sw_strided', else 'sw_exact', else None."
     return next((m for m in ('sw_strided', 'sw_exact') if m in summary['methods']), None)
 
+def run_backbone(run:dict) -> str:
+    "'Mamba' for the official gated conv-Q/K backbone, else '' (TTT as the only token mixer)."
+    mo = run['config']['train'].get('model_overrides') or {}
+    return 'Mamba' if all(mo.get(k) for k in ('pre_conv', 'share_qk', 'use_gate')) else ''
+
 def run_arm(run:dict) -> str:
     "What else sets a run apart beyond W and SP ('' for the defaults): the Mamba backbone, a control, another initial state."
-    t = run['config']['train']; mo = t.get('model_overrides') or {}
-    arm = ['Mamba'] if all(mo.get(k) for k in ('pre_conv', 'share_qk', 'use_gate')) else []
+    t = run['config']['train']
+    arm = [run_backbone(run)] if run_backbone(run) else []
     if t.get('control', 'none') != 'none': arm.append(t['control'].replace('_', ' '))
     if t.get('init_state', 'learned') != 'learned': arm.append(f"init {t['init_state'].replace('_', ' ')}")
     return ', '.join(arm)

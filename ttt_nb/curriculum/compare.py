@@ -18,7 +18,7 @@ from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
 from .run import _hw, compare_table, load_run, table_markdown
-from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_label, save_figure, sw_method
+from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label, save_figure, sw_method
 
 # %% auto #0
 __all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
@@ -62,11 +62,6 @@ def paired_difference(a:tuple,            # (nll dict, doc names) of run A (`fin
     return rows, S, N
 
 # %% ../../nbs/27_curriculum.compare.ipynb #paired2
-def _backbone(r) -> str:
-    "'Mamba' for the official gated conv-Q/K backbone, else '' (TTT as the only token mixer)."
-    mo = r['config']['train'].get('model_overrides') or {}
-    return 'Mamba' if all(mo.get(k) for k in ('pre_conv', 'share_qk', 'use_gate')) else ''
-
 def _base_arm(r) -> bool:
     "A run of the default arm: no control, the learned initial state."
     t = r['config']['train']
@@ -82,7 +77,7 @@ def _keys(r, drop:str) -> list[tuple]:
     k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'],
              arm=run_arm(r))   # backbone, control and initial state must match too
     if drop != 'arm': k.pop('W' if drop == 'W' else 'sp'); return [tuple(sorted(k.items()))]
-    k['arm'] = _backbone(r)    # an arm is paired with the default arm of its backbone, W and state passing;
+    k['arm'] = run_backbone(r)    # an arm is paired with the default arm of its backbone, W and state passing;
     sps = (True, False) if t.get('control') == 'no_inner_loop' else (k['sp'],)   # without an inner loop the state never moves, so SP is moot
     return [tuple(sorted({**k, 'sp': s}.items())) for s in sps]
 
