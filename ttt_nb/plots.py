@@ -354,8 +354,8 @@ def run_backbone(run:dict) -> str:
 
 def run_arm(run:dict) -> str:
     "What else sets a run apart beyond W and SP ('' for the defaults): the Mamba backbone, a control, another initial state."
-    t = run['config']['train']
-    arm = [run_backbone(run)] if run_backbone(run) else []
+    t, b = run['config']['train'], run_backbone(run)
+    arm = [b] if b else []
     if t.get('control', 'none') != 'none': arm.append(t['control'].replace('_', ' '))
     if t.get('init_state', 'learned') != 'learned': arm.append(f"init {t['init_state'].replace('_', ' ')}")
     return ', '.join(arm)
