@@ -150,3 +150,38 @@ def test_study_recall_table_pools_each_arm_over_its_seeds(tmp_path):
     assert rows[3].startswith('| w64-sp | 2 | 0.15 (0.10-0.20) |') and '+0.030 [-0.097, +0.157]' in rows[3]
     with pytest.raises(SystemExit, match='not found'): study_recall.main(['--table', str(tmp_path / 'absent.json')])
     with pytest.raises(SystemExit, match='not a curriculum run folder'): study_recall.main([str(tmp_path)])
+
+
+def test_provenance_names_the_machine_the_load_and_the_commit():
+    import _runs
+    p = _runs.provenance(threads=1)
+    assert p['hardware']['threads'] == 1 and p['hardware']['cpu_count'] and len(p['hardware']['load_avg_end']) == 3
+    assert len(p['commit']) in (0, 40)  # empty outside a git checkout
+
+
+def test_regime_page_follows_its_sweep_and_pairs_with_the_5gram(tmp_path, monkeypatch):
+    "tools/regime_sweep.py --markdown: the page is named after the results folder, names the sweep's corpus, and gives the paired 5-gram CI."
+    import regime_sweep as RS
+    assert RS.default_results_dir('sweeps/regime_stdlib.yaml') == ROOT / 'reports' / 'regime'
+    assert RS.default_results_dir('x/regime_wikitext.yaml') == ROOT / 'reports' / 'regime-wikitext'
+    doc5, doc_m = [1.0, 1.2, 1.4, 1.1], [0.9, 1.0, 1.3, 1.0]
+    ng = dict(eval=dict(all={'5': dict(doc_nll=doc5)}))
+    assert RS._vs_ngram(dict(doc_nll=doc_m), ng) == '-0.125 [-0.205, -0.045]'  # diffs -0.1,-0.2,-0.1,-0.1: sd 0.05, t(3) 3.182
+    assert RS._vs_ngram(dict(doc_nll=doc_m[:3]), ng) == 'other documents' and RS._vs_ngram(dict(doc_nll=doc_m), None) == 'no n-gram'
+    res = tmp_path / 'reports' / 'regime-toy'; res.mkdir(parents=True)
+    ppl = lambda d: dict(ppl=2.0, docs=len(d), doc_nll=d)
+    (res / 'ngram.json').write_text(json.dumps(dict(kind='KN', fit_s=1.0, fitted_on=dict(corpus='/x/toy-corpus', split='validation'),
+                                                    eval=dict(published16={'5': ppl(doc5)}, all={'5': ppl(doc5)}))))
+    (res / 'a.json').write_text(json.dumps(dict(name='a', commit='abcdef0123', config=dict(steps=10, batch_size=2, seq_len=8, lr=1e-3),
+        train=dict(n_params=5, tokens=160, wall_s=3.0, cpu_s=2.0), eval=dict(published16=ppl(doc_m), all=ppl(doc_m)),
+        hardware=dict(cpu='cpu', cpu_count=2, threads=1, torch='t', load_avg_end=[1.5, 1, 1]))))
+    sweep = tmp_path / 'regime_toy.yaml'
+    sweep.write_text('defaults: {corpus: /x/toy-corpus}\nruns:\n  - {name: a, why: first}\n  - {name: b, why: second}\n')
+    monkeypatch.setattr(RS, 'ROOT', tmp_path); (tmp_path / 'benchmarks').mkdir()
+    RS.main([str(sweep), '--results-dir', str(res), '--markdown'])
+    md = (tmp_path / 'benchmarks' / 'regime-toy.md').read_text()
+    assert md.startswith('# The regime sweep on toy-corpus') and 'published study' not in md and 'fitted on toy-corpus/validation' in md
+    assert '| a | first |' in md and '-0.125 [-0.205, -0.045] | abcdef0 |' in md and '| b | second | | | not run |' in md
+    assert 'load average 1.5 when the run ended' in md and '2 cores' in md
+    page = (tmp_path / 'reports' / 'regime-toy.qmd').read_text()
+    assert 'title: "The regime on toy-corpus' in page and '--results-dir reports/regime-toy --markdown' in page

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
 import torch
-from _runs import cpu_seconds, fit_to_end  # tools/ is on sys.path when a tool runs
+from _runs import cpu_seconds, fit_to_end, provenance  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.core import write_json_atomic
 from ttt_nb.memory import carry_weights, recall_summary, recall_value_nll
@@ -128,9 +126,7 @@ def reprobe(name:str, seed:int, n:int) -> dict:
 
 
 def _write(res:dict):
-    res['hardware'] = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
-                           load_avg_end=os.getloadavg())
-    res['commit'] = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    res.update(provenance())
     write_json_atomic(res, RES / f"{res['name']}.json")
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -23,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from _runs import cpu_seconds, fit_to_end  # tools/ is on sys.path when a tool runs
+from _runs import cpu_seconds, fit_to_end, provenance  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
 from ttt_nb.data import load_tokenized
 from ttt_nb.eval import full_context_nll, load_checkpoint, select_documents
+from ttt_nb.memory import mean_ci
 from ttt_nb.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,10 +66,7 @@ def run_one(name:str, fields:dict, out_root:Path, res_root:Path, eval_split:str,
         t1 = time.time()
         with torch.no_grad(): res['eval'][k] = dict(_ppl(full_context_nll(model, docs)), seconds=round(time.time() - t1, 1),
                                                     doc_ids=info.get('doc_ids'), corpus_hash=info.get('corpus_hash'))
-    res['hardware'] = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), threads=cfg.threads,
-                           torch=torch.__version__, load_avg_end=os.getloadavg())
-    res['commit'] = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=Path(__import__('ttt_nb').__file__).parents[1],
-                                   capture_output=True, text=True).stdout.strip()
+    res.update(provenance(threads=cfg.threads))
     write_json_atomic(res, res_root / f'{name}.json')
     return res
 
@@ -119,29 +115,47 @@ def _eval_row(name:str, s:dict) -> str:
             f"{s['n_docs']} |")
 
 
+def _vs_ngram(res:dict, ng:dict|None, order:str='5') -> str:
+    "The paired difference with the n-gram of `order` on the same documents: mean [95% t CI] of per-document NLL differences."
+    if not ng or order not in ng['eval']['all']: return 'no n-gram'
+    ref = ng['eval']['all'][order]
+    if len(ref['doc_nll']) != len(res['doc_nll']): return 'other documents'
+    m, lo, hi, _ = mean_ci(np.subtract(res['doc_nll'], ref['doc_nll']))
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
 def markdown(sweep_path:str, res_root:Path) -> str:
     "The sweep as a table (every configuration tried, with its tokens, time and PPL, the n-gram reference first)."
     sw = yaml.safe_load(Path(sweep_path).read_text())
     ng = json.loads((res_root / 'ngram.json').read_text()) if (res_root / 'ngram.json').exists() else None
-    out = ['# The regime sweep (issue 15)', '',
+    corpus = Path(str(sw.get('defaults', {}).get('corpus', '?'))).name
+    done = [json.loads(f.read_text()) for f in sorted(res_root.glob('*.json')) if f.name != 'ngram.json']
+    n_all = (ng['eval']['all'][next(iter(ng['eval']['all']))]['docs'] if ng else
+             done[0]['eval']['all']['docs'] if done else '?')
+    ev = sw.get('eval', {})
+    out = [f'# The regime sweep on {corpus} (issue 15)', '',
            f"Command: `PYTHONPATH=<checkout> python tools/regime_sweep.py {sweep_path}` (one JSON per configuration in "
            f"`{res_root.relative_to(ROOT) if res_root.is_relative_to(ROOT) else res_root}/`; a finished one is skipped, so the sweep resumes). "
-           "PPL: full context, token-weighted, on the python-stdlib test documents that reach 20.5 W + 1 tokens, cut there: "
-           "the 16 documents of the published study and all 29. Target: below the 5-gram on the same documents.", '']
+           f"PPL: full context, token-weighted, on the {corpus} {ev.get('split', 'test')} documents that reach "
+           f"{float(ev.get('max_multiple', 20.5)):g} W + 1 tokens, cut there: the first 16"
+           f"{' (the documents of the published study)' if corpus == 'python-stdlib' else ''} and all {n_all}. Target: below the "
+           "5-gram on the same documents. Against the 5-gram: the mean over all documents of the model's per-document NLL minus "
+           "the 5-gram's (nats/token), with its 95% t interval (below zero: the model is better).", '']
     if ng:
         e = ng['eval']
-        out += [f"N-gram reference ({ng['kind']}, fitted on {ng['fitted_on']['corpus']}/{ng['fitted_on']['split']}, {ng['fit_s']} s):", '',
+        out += [f"N-gram reference ({ng['kind']}, fitted on {Path(ng['fitted_on']['corpus']).name}/{ng['fitted_on']['split']}, {ng['fit_s']} s):", '',
                 '| order | PPL, published 16 | PPL, all |', '|---|---|---|']
         out += [f"| {o} | {e['published16'][o]['ppl']:.3f} | {e['all'][o]['ppl']:.3f} |" for o in sorted(e['published16'])] + ['']
-    out += ['| configuration | why | parameters | tokens | train wall s (CPU s) | PPL, published 16 | PPL, all | commit |', '|---|---|---|---|---|---|---|---|']
+    out += ['| configuration | why | parameters | tokens | train wall s (CPU s) | PPL, first 16 | PPL, all | against the 5-gram, all | commit |',
+            '|---|---|---|---|---|---|---|---|---|']
     for run in sw['runs']:
         f = res_root / f"{run['name']}.json"
         if not f.exists():
-            out.append(f"| {run['name']} | {run.get('why', '')} | | | not run | | | |"); continue
+            out.append(f"| {run['name']} | {run.get('why', '')} | | | not run | | | | |"); continue
         r = json.loads(f.read_text()); c, t, ev = r['config'], r['train'], r['eval']
         par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
         out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
-                   f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {r['commit'][:7]} |")
+                   f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {_vs_ngram(ev['all'], ng)} | {r['commit'][:7]} |")
     evs = sorted((res_root / 'eval').glob('*/summary.json'))
     if evs:
         out += ['', "Evaluated configurations (`python tools/regime_sweep.py SWEEP --evaluate NAME`: the standard evaluator on the last "
@@ -151,20 +165,26 @@ def markdown(sweep_path:str, res_root:Path) -> str:
                 '| configuration | full PPL | where it stands (paired CI against the n-gram) | full - SW at 10 W | full - SW at 20 W | carry per layer | docs |',
                 '|---|---|---|---|---|---|---|']
         out += [_eval_row(f.parent.name, json.loads(f.read_text())) for f in evs]
-    hw = next((json.loads(f.read_text())['hardware'] for f in sorted(res_root.glob('*.json')) if f.name != 'ngram.json'), {})
-    out += ['', f"Hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores shared with other jobs (load 3-9 during these runs: "
-            f"wall and CPU times are several times an idle machine's), {hw.get('threads', '?')} torch thread per run, torch {hw.get('torch', '?')}."]
+    hw = done[0]['hardware'] if done else {}
+    loads = [r['hardware']['load_avg_end'][0] for r in done if r.get('hardware', {}).get('load_avg_end')]
+    load = ('load not recorded' if not loads else f"load average {min(loads):.1f} when the run ended" if len(loads) == 1 else
+            f"load average {min(loads):.1f}-{max(loads):.1f} when a run ended")
+    out += ['', f"Hardware: {hw.get('cpu', '?')}, {hw.get('cores', hw.get('cpu_count', '?'))} cores shared with other jobs ({load}: "
+            f"wall and CPU times under load are longer than an idle machine's), {hw.get('threads', '?')} torch thread per run, "
+            f"torch {hw.get('torch', '?')}."]
     return '\n'.join(out) + '\n'
 
 
-def site_page(md:str, res_root:Path) -> str:
+def site_page(md:str, res_root:Path, sweep_path:str) -> str:
     "The results site's page of the sweep: the same tables, then each evaluated configuration's figures."
-    body = md.split('\n', 1)[1].lstrip()
-    out = ['---', 'title: "The regime: which models can say something about memory"', '---', '',
+    head, body = md.split('\n', 1)
+    corpus = head.removeprefix('# The regime sweep on ').removesuffix(' (issue 15)')
+    flag = '' if res_root == ROOT / 'reports' / 'regime' else f' --results-dir {res_root.relative_to(ROOT)}'
+    out = ['---', f'title: "The regime on {corpus}: which models can say something about memory"', '---', '',
            "A model that does not beat the trigram on its documents uses one or two tokens of context, and nothing it does beyond W "
            "can be about memory ([the rules](science.qmd)). This page is the measured search for a configuration that trains on "
            "the 2-core CPU and beats the 5-gram, the bar the study's claims need. Generated by "
-           "`python tools/regime_sweep.py sweeps/regime_stdlib.yaml --markdown` from `reports/regime/*.json`.", '', body]
+           f"`python tools/regime_sweep.py {sweep_path}{flag} --markdown` from `{res_root.relative_to(ROOT)}/*.json`.", '', body.lstrip()]
     for f in sorted((res_root / 'eval').glob('*/summary.json')):
         rel = f.parent.relative_to(ROOT / 'reports')
         out += [f"## {f.parent.name}: full context against the sliding window", '',
@@ -177,20 +197,27 @@ def site_page(md:str, res_root:Path) -> str:
     return '\n'.join(out) + '\n'
 
 
+def default_results_dir(sweep_path:str) -> Path:
+    "Where a sweep's results live: reports/regime for regime_stdlib.yaml (the first sweep), reports/regime-X for regime_X.yaml."
+    stem = Path(sweep_path).stem
+    return ROOT / 'reports' / ('regime' if stem == 'regime_stdlib' else 'regime-' + stem.removeprefix('regime_'))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('sweep'); ap.add_argument('--only', nargs='*'); ap.add_argument('--runs-dir', default='runs/regime')
-    ap.add_argument('--results-dir', default=None, help='default: reports/regime/<sweep stem>')
-    ap.add_argument('--markdown', action='store_true', help='only write benchmarks/regime.md from the results (then tools/benchmarks_md.py)')
+    ap.add_argument('--results-dir', default=None, help='default: reports/regime for regime_stdlib.yaml, reports/regime-X for regime_X.yaml')
+    ap.add_argument('--markdown', action='store_true', help='only write benchmarks/<results dir name>.md and reports/<results dir name>.qmd '
+                    'from the results (then tools/benchmarks_md.py)')
     ap.add_argument('--ngram', action='store_true', help='only (re)compute the n-gram reference on the same documents')
     ap.add_argument('--evaluate', nargs='+', metavar='NAME', help='only evaluate these finished configurations (reports/regime/eval/NAME)')
     a = ap.parse_args(argv)
     sw = yaml.safe_load(Path(a.sweep).read_text())
-    res_root = Path(a.results_dir or ROOT / 'reports' / 'regime')
+    res_root = Path(a.results_dir).resolve() if a.results_dir else default_results_dir(a.sweep)
     if a.markdown:
         md = markdown(a.sweep, res_root)
-        (ROOT / 'benchmarks' / 'regime.md').write_text(md)
-        (ROOT / 'reports' / 'regime.qmd').write_text(site_page(md, res_root)); return
+        (ROOT / 'benchmarks' / f'{res_root.name}.md').write_text(md)
+        (ROOT / 'reports' / f'{res_root.name}.qmd').write_text(site_page(md, res_root, a.sweep)); return
     if a.evaluate:
         for name in a.evaluate: print(f"{name}: {evaluate(name, Path(a.runs_dir), res_root)}", flush=True)
         return

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _runs import cpu_seconds  # tools/ is on sys.path when a tool runs
+from _runs import cpu_seconds, provenance  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
@@ -57,9 +54,7 @@ def probe(run_dir:Path, n:int=100, n_nll:int=50) -> dict:
     return dict(run=run_dir.name, checkpoint=ck.name, W=W, stride=stride, corpus=t['corpus'], seed=t['seed'], state_passing=t['state_passing'],
                 control=t.get('control', 'none'), init_state=t.get('init_state', 'learned'), recall=rec, value_nll=nll,
                 carry=cw['last'] if cw else None, seconds=dict(wall_s=round(time.time() - t0, 1), cpu_s=round(cpu_seconds() - c0, 1)),
-                hardware=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__, threads=1,
-                              load_avg_end=os.getloadavg()),
-                commit=subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+                **provenance(threads=1))
 
 
 def arm(rec:dict) -> str:
