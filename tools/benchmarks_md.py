@@ -8,7 +8,8 @@ ORDER = [('ref_cpu', 'Reference TTT layers on CPU vs the official implementation
          ('eval', 'Evaluator cost (issue 8)'),
          ('generate', 'Streaming generation (issue 6)'),
          ('kernels', 'Triton kernels (issue 5)'),
-         ('regime', 'The regime sweep: a CPU model that beats the 5-gram (issue 15)'),
+         ('regime', 'The regime sweep on python-stdlib: CPU models against the 5-gram (issue 15)'),
+         ('regime-wikitext', 'The regime sweep on WikiText-2 raw (issue 15)'),
          ('gpu_check', 'GPU check: everything a GPU run measures, in one command (issue 16)')]
 HEAD = """# Benchmarks
 
