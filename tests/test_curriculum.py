@@ -1,6 +1,7 @@
 "Papermill smoke runs of every run_*.ipynb template, ttt-status on finished and crashed runs, the sweep runner with a failing set."
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -232,6 +233,16 @@ def test_sweep_with_a_failing_set(tmp_path):
     assert (tmp_path / 'out' / 'good' / 'all_summaries.json').exists()
     r = _cli('sweep', sweep, '--out', tmp_path / 'out2', '--only', 'bad')
     assert r.returncode == 1 and '1 failed' in r.stdout
+    # where the sweep stands, from the run folders; a done set is skipped; another process's records survive a later call
+    r = _cli('sweep', sweep, '--out', tmp_path / 'out', '--status')
+    assert r.returncode == 0 and re.search(r'^bad +failed', r.stdout, re.M) and re.search(r'^good +done$', r.stdout, re.M), r.stdout
+    assert r.stdout.strip().splitlines()[-1] == '1 failed, 1 done (of 2)'
+    res = C.run_sweep(sweep, tmp_path / 'out', only=['good'])
+    assert res['skipped'] == ['good'] and res['ok'] == [] and res['failed'] == []
+    summ = json.loads((tmp_path / 'out' / 'sweep_summary.json').read_text())
+    assert summ['ok'] == ['good'] and summ['failed'] == ['bad'], summ
+    r = _cli('sweep', sweep, '--out', tmp_path / 'out', '--only', 'goood')
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'no set named goood' in r.stderr, r.stderr
 
 
 def _template_parameters(tpl) -> set:

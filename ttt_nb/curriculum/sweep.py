@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import re
 import sys
 import threading
@@ -22,8 +23,8 @@ from .status import _fmt_s, _read_json, read_status
 from ..plots import probe_series
 
 # %% auto #0
-__all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'run_sweep',
-           'sweep_main']
+__all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'sweep_status',
+           'status_text', 'run_sweep', 'sweep_main']
 
 # %% ../../nbs/28_curriculum.sweep.ipynb #dddeb391
 def template_path(name:str='run_curriculum.ipynb') -> Path:
@@ -163,19 +164,84 @@ def load_sweep(path) -> tuple[str, list[dict]]:
         names.add(name); sets.append(dict(name=name, parameters=p))
     return d.get('template', 'run_curriculum.ipynb'), sets
 
+
+# %% ../../nbs/28_curriculum.sweep.ipynb #swstat02
+def _notebook_run(nb_path) -> dict|None:
+    "Papermill's record of an executed notebook: its parameters, whether it ended and whether a cell raised (None: no notebook)."
+    m = (_read_json(nb_path) or {}).get('metadata', {}).get('papermill')
+    if m is None: return None
+    return dict(parameters=m.get('parameters') or {}, ended=m.get('end_time') is not None, exception=bool(m.get('exception')))
+
+def _same(a:dict, b:dict) -> bool:
+    "The same parameters, wherever the run folder lies (`out_dir` is where, not what: a moved folder stays done)."
+    norm = lambda d: json.loads(json.dumps({k: v for k, v in d.items() if k != 'out_dir'}, sort_keys=True, default=str))
+    return norm(a) == norm(b)
+
+def sweep_status(path,                  # the sweep YAML file
+                 out_root='runs/sweep', # the folder of its run folders
+                ) -> list[dict]:        # one row per set: name, state, step, total_steps, evaluated, checkpoints, reason
+    "Where each set of a sweep stands: done (its notebook ended cleanly with today's parameters), failed, changed, or its run folder's state."
+    _, sets = load_sweep(path)
+    out_root, rows = Path(out_root).resolve(), []
+    for s in sets:
+        d = out_root / s['name']
+        nb, st = _notebook_run(d / f"{s['name']}.ipynb"), read_status(d)
+        if nb and nb['ended'] and not nb['exception']:
+            state, reason = ('done', None) if _same(nb['parameters'], s['parameters']) else (
+                'changed', 'the sweep file gives other parameters than the executed notebook had: rerun it into a new --out, or restore the file')
+        elif nb and nb['exception']: state, reason = 'failed', st.get('reason') or 'a cell of its notebook raised: see the notebook'
+        else: state, reason = ('not started', None) if st['state'] == 'missing' else (st['state'], st.get('reason'))
+        rows.append(dict(name=s['name'], state=state, step=st.get('step'), total_steps=st.get('total_steps'),
+                         evaluated=len(st.get('evaluated') or []), checkpoints=len(st.get('checkpoint_steps') or []), reason=reason))
+    return rows
+
+def status_text(rows:list) -> str:
+    "`ttt-sweep --status`: one line per set, then the count of each state."
+    def prog(r):
+        if r['state'] in ('done', 'not started'): return ''
+        step = f"step {r['step']}/{r['total_steps']}" if r['total_steps'] else ''
+        ev = f", {r['evaluated']}/{r['checkpoints']} checkpoints evaluated" if r['checkpoints'] else ''
+        return f" {step}{ev}" + (f" ({r['reason']})" if r['reason'] else '')
+    w = max(len(r['name']) for r in rows)
+    lines = [f"{r['name']:<{w}}  {r['state']}{prog(r)}" for r in rows]
+    counts = {}
+    for r in rows: counts[r['state']] = counts.get(r['state'], 0) + 1
+    return '\n'.join(lines + [', '.join(f"{n} {k}" for k, n in counts.items()) + f" (of {len(rows)})"])
+
+
+# %% ../../nbs/28_curriculum.sweep.ipynb #swrun02
+def _merge_summary(out_root:Path, path, tpl, res:list) -> Path:
+    "Merge these sets' records into out_root/sweep_summary.json under an exclusive lock (several sweep processes may share the folder)."
+    import fcntl
+    out_root.mkdir(parents=True, exist_ok=True)
+    with open(out_root / '.sweep_summary.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = _read_json(out_root / 'sweep_summary.json') or {}
+        runs = {r['name']: r for r in old.get('runs', [])}
+        runs.update({r['name']: r for r in res})
+        summ = dict(sweep=str(path), template=str(tpl), updated=_now(), runs=list(runs.values()),
+                    ok=[n for n, r in runs.items() if r.get('ok')], failed=[n for n, r in runs.items() if not r.get('ok')])
+        return write_json_atomic(summ, out_root / 'sweep_summary.json')
+
 def run_sweep(path,             # the sweep YAML file
               out_root='runs/sweep', # each set goes to out_root/<name>/
               only:list=None,   # run only these set names
               kernel:str='python3',
               template=None,    # overrides the file's template
-             ) -> dict:         # {'ok': [...], 'failed': [...], 'summary': path}
-    "Run every parameter set of a sweep through papermill; failures are collected, not fatal to the rest."
+              rerun:bool=False, # run done sets again too
+             ) -> dict:         # {'ok', 'failed', 'skipped', 'runs', 'summary'}
+    "Run the sets of a sweep that are not done through papermill; failures are collected, not fatal to the rest."
     tpl, sets = load_sweep(path)
     tpl = template or tpl
+    unknown = sorted(set(only or ()) - {s['name'] for s in sets})
+    if unknown: raise ValueError(f"{path}: no set named {', '.join(unknown)}; the sets are listed by ttt-sweep {path} --status")
     out_root = Path(out_root).resolve()
-    res = []
+    state = {r['name']: r['state'] for r in sweep_status(path, out_root)}
+    res, skipped = [], []
     for s in sets:
         if only and s['name'] not in only: continue
+        if state[s['name']] == 'done' and not rerun:
+            skipped.append(s['name']); print(f"[done] {s['name']} (skipped; --rerun runs it again)", flush=True); continue
         d = out_root / s['name']
         params = dict(s['parameters'], out_dir=str(d))
         t0 = time.time()
@@ -189,20 +255,28 @@ def run_sweep(path,             # the sweep YAML file
         rec['seconds'] = round(time.time() - t0, 1)
         res.append(rec)
         print(f"[{'ok' if rec['ok'] else 'FAILED'}] {s['name']} ({rec['seconds']} s)" + ('' if rec['ok'] else f": {rec['error'][:300]}"), flush=True)
-    summ = dict(sweep=str(path), template=str(tpl), created=_now(), runs=res,
-                ok=[r['name'] for r in res if r['ok']], failed=[r['name'] for r in res if not r['ok']])
-    p = write_json_atomic(summ, out_root / 'sweep_summary.json')
-    print(f"sweep {path}: {len(summ['ok'])} ok, {len(summ['failed'])} failed" + (f" ({', '.join(summ['failed'])})" if summ['failed'] else '') + f"; summary {p}")
-    return dict(ok=summ['ok'], failed=summ['failed'], runs=res, summary=str(p))
+    ok, failed = [r['name'] for r in res if r['ok']], [r['name'] for r in res if not r['ok']]
+    p = _merge_summary(out_root, path, tpl, res)
+    print(f"sweep {path}: {len(ok)} ok, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else '') +
+          (f", {len(skipped)} done before" if skipped else '') + f"; summary {p}")
+    return dict(ok=ok, failed=failed, skipped=skipped, runs=res, summary=str(p))
+
 
 # %% ../../nbs/28_curriculum.sweep.ipynb #fd1fbdac
 def sweep_main(argv:list=None):
     "Console script `ttt-sweep`."
-    p = argparse.ArgumentParser(prog='ttt-sweep', description='Run every parameter set of a sweep YAML through papermill; failures are collected.')
+    p = argparse.ArgumentParser(prog='ttt-sweep', description='Run the parameter sets of a sweep YAML that are not done through papermill; failures are collected.')
     p.add_argument('sweep', help='the sweep YAML file (template, defaults, runs)')
     p.add_argument('--out', default='runs/sweep', help='folder of the run folders (default runs/sweep)')
     p.add_argument('--only', action='append', help='run only this set (repeatable)')
+    p.add_argument('--status', action='store_true', help='only print where each set stands (done, running, stopped, crashed, failed, not started)')
+    p.add_argument('--rerun', action='store_true', help='run done sets again too')
     p.add_argument('--kernel', default='python3')
     a = p.parse_args(argv)
-    res = run_sweep(a.sweep, a.out, only=a.only, kernel=a.kernel)
+    try:
+        if a.status: print(status_text(sweep_status(a.sweep, a.out))); return
+        res = run_sweep(a.sweep, a.out, only=a.only, kernel=a.kernel, rerun=a.rerun)
+    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:   # bad input: one line, exit status 2 (as every ttt-* command)
+        print(f"ttt-sweep: {' '.join(str(e).split())}", file=sys.stderr); sys.exit(2)
     if res['failed']: sys.exit(1)
+
