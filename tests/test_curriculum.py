@@ -292,3 +292,18 @@ def test_paired_runs_by_document_and_seed(tmp_path):
     sp = [r for r in rows if r['varies'] == 'state_passing' and r['seed'] == 'pooled']
     assert len(sp) == 2 and all(r['docs'] == 12 and abs(r["mean"] + 0.3) < 1e-6 for r in sp)    # 4 documents x 3 seeds
     assert 'W=16, SP - W=32, SP' in paired_markdown(rows)
+
+
+def test_two_sweep_processes_share_the_sets(tmp_path):
+    "Two ttt-sweep processes started together on one sweep run each set once: each passes by the set the other holds or has done."
+    sweep = tmp_path / 'sweep.yaml'
+    sweep.write_text(yaml.safe_dump(dict(defaults=TINY, runs=[dict(name='a'), dict(name='b')])))
+    cmd = [sys.executable, '-m', 'ttt_nb.curriculum', 'sweep', str(sweep), '--out', str(tmp_path / 'out')]
+    ps = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in ps]
+    assert [p.returncode for p in ps] == [0, 0], outs
+    ran = [m for o in outs for m in re.findall(r'^\[ok\] (\w+)', o, re.M)]
+    assert sorted(ran) == ['a', 'b'], outs
+    assert all(re.search(r'^\[(busy|done)\] ', o, re.M) for o in outs if len(re.findall(r'^\[ok\]', o, re.M)) < 2), outs
+    summ = json.loads((tmp_path / 'out' / 'sweep_summary.json').read_text())
+    assert sorted(summ['ok']) == ['a', 'b'] and summ['failed'] == []

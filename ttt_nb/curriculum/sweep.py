@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import re
@@ -223,43 +224,56 @@ def _merge_summary(out_root:Path, path, tpl, res:list) -> Path:
                     ok=[n for n, r in runs.items() if r.get('ok')], failed=[n for n, r in runs.items() if not r.get('ok')])
         return write_json_atomic(summ, out_root / 'sweep_summary.json')
 
+@contextlib.contextmanager
+def _claim(out_root:Path, name:str):
+    "Hold out_root/.locks/<name>.lock while this process runs a set: yields False when another process holds it (the lock dies with its process)."
+    import fcntl
+    (out_root / '.locks').mkdir(parents=True, exist_ok=True)
+    with open(out_root / '.locks' / f'{name}.lock', 'w') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: yield False; return
+        try: yield True
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
 def run_sweep(path,             # the sweep YAML file
               out_root='runs/sweep', # each set goes to out_root/<name>/
               only:list=None,   # run only these set names
               kernel:str='python3',
               template=None,    # overrides the file's template
               rerun:bool=False, # run done sets again too
-             ) -> dict:         # {'ok', 'failed', 'skipped', 'runs', 'summary'}
+             ) -> dict:         # {'ok', 'failed', 'skipped', 'busy', 'runs', 'summary'}
     "Run the sets of a sweep that are not done through papermill; failures are collected, not fatal to the rest."
     tpl, sets = load_sweep(path)
     tpl = template or tpl
     unknown = sorted(set(only or ()) - {s['name'] for s in sets})
     if unknown: raise ValueError(f"{path}: no set named {', '.join(unknown)}; the sets are listed by ttt-sweep {path} --status")
     out_root = Path(out_root).resolve()
-    state = {r['name']: r['state'] for r in sweep_status(path, out_root)}
-    res, skipped = [], []
+    res, skipped, busy = [], [], []
     for s in sets:
         if only and s['name'] not in only: continue
-        if state[s['name']] == 'done' and not rerun:
-            skipped.append(s['name']); print(f"[done] {s['name']} (skipped; --rerun runs it again)", flush=True); continue
         d = out_root / s['name']
-        params = dict(s['parameters'], out_dir=str(d))
-        t0 = time.time()
-        rec = dict(name=s['name'], parameters=params, notebook=str(d / f"{s['name']}.ipynb"))
-        try:
-            execute_template(tpl, d / f"{s['name']}.ipynb", params, kernel=kernel)
-            rec.update(ok=True)
-        except Exception as e:
-            msg = str(e).strip().splitlines()
-            rec.update(ok=False, error=f"{type(e).__name__}: " + ' | '.join(l for l in msg if l.strip())[-800:])
-        rec['seconds'] = round(time.time() - t0, 1)
+        with _claim(out_root, s['name']) as mine:
+            if not mine:
+                busy.append(s['name']); print(f"[busy] {s['name']} (another ttt-sweep process runs it)", flush=True); continue
+            if not rerun and next(r for r in sweep_status(path, out_root) if r['name'] == s['name'])['state'] == 'done':
+                skipped.append(s['name']); print(f"[done] {s['name']} (skipped; --rerun runs it again)", flush=True); continue
+            params = dict(s['parameters'], out_dir=str(d))
+            t0 = time.time()
+            rec = dict(name=s['name'], parameters=params, notebook=str(d / f"{s['name']}.ipynb"))
+            try:
+                execute_template(tpl, d / f"{s['name']}.ipynb", params, kernel=kernel)
+                rec.update(ok=True)
+            except Exception as e:
+                msg = str(e).strip().splitlines()
+                rec.update(ok=False, error=f"{type(e).__name__}: " + ' | '.join(l for l in msg if l.strip())[-800:])
+            rec['seconds'] = round(time.time() - t0, 1)
         res.append(rec)
         print(f"[{'ok' if rec['ok'] else 'FAILED'}] {s['name']} ({rec['seconds']} s)" + ('' if rec['ok'] else f": {rec['error'][:300]}"), flush=True)
     ok, failed = [r['name'] for r in res if r['ok']], [r['name'] for r in res if not r['ok']]
     p = _merge_summary(out_root, path, tpl, res)
     print(f"sweep {path}: {len(ok)} ok, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else '') +
-          (f", {len(skipped)} done before" if skipped else '') + f"; summary {p}")
-    return dict(ok=ok, failed=failed, skipped=skipped, runs=res, summary=str(p))
+          (f", {len(skipped)} done before" if skipped else '') + (f", {len(busy)} run by another process" if busy else '') + f"; summary {p}")
+    return dict(ok=ok, failed=failed, skipped=skipped, busy=busy, runs=res, summary=str(p))
 
 
 # %% ../../nbs/28_curriculum.sweep.ipynb #fd1fbdac
