@@ -85,6 +85,33 @@ def _mlp_z2(xk, PW1, PB1, PW2, SW1, SB1, SW2, rd, md, D: tl.constexpr, F: tl.con
             _store_w_block(SW1, SB1, SW2, w1, b1, w2, rf, mf, mdf, mfd, o_df, o_fd)
     return z2
 
+@triton.jit
+def _mlp_z1q_carried(z1q, xq, ti, G1, GB1, pid, first, rf, mf, mdf, o_df, D: tl.constexpr, F: tl.constexpr,
+                     HAS_G: tl.constexpr, PREC: tl.constexpr):
+    "Z1 of the queries minus the first layer's step of the gradients carried in (a call that starts inside a mini-batch)."
+    if HAS_G:
+        if first:
+            z1q -= ti[:, None] * (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
+                                  + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
+    return z1q
+
+@triton.jit
+def _mlp_grad_sums(xk, x2, g1, lg2, lr, G1, GB1, G2, pid, first, rf, mf, mdf, mfd, o_df, o_fd, D: tl.constexpr,
+                   F: tl.constexpr, HAS_G: tl.constexpr, PREC: tl.constexpr):
+    "One hidden block's lr-weighted gradient sums over the mini-batch (W1, b1, W2), with the carried-in gradients added."
+    lg1 = g1 * lr[:, None]
+    s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
+    sb1 = tl.sum(lg1, 0)
+    s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
+    if HAS_G:
+        if first:
+            g1p, gb1p, g2p = _load_w_block(G1 + pid * D * F, GB1 + pid * F, G2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
+            s1 += g1p
+            sb1 += gb1p
+            s2 += g2p
+    return s1, sb1, s2
+
+
 # %% ../../nbs/04_ops.ttt_mlp_triton.ipynb #c047f193
 @triton.jit
 def _mlp_fwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, W1, B1, W2, G1, GB1, G2, GN1, GNB1, GN2, pid, rd, md,
@@ -98,17 +125,8 @@ def _mlp_fwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, W1, B1, 
         z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
         g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * _gelu_grad(z1)
         z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
-        lg1 = g1 * lr[:, None]
-        s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
-        sb1 = tl.sum(lg1, 0)
-        s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
-        if HAS_G:
-            if first:
-                g1p, gb1p, g2p = _load_w_block(G1 + pid * D * F, GB1 + pid * F, G2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
-                z1q -= ti[:, None] * (tl.dot(xq, g1p, input_precision=PREC) + gb1p[None, :])
-                s1 += g1p
-                sb1 += gb1p
-                s2 += g2p
+        z1q = _mlp_z1q_carried(z1q, xq, ti, G1, GB1, pid, first, rf, mf, mdf, o_df, D, F, HAS_G, PREC)
+        s1, sb1, s2 = _mlp_grad_sums(xk, x2, g1, lg2, lr, G1, GB1, G2, pid, first, rf, mf, mdf, mfd, o_df, o_fd, D, F, HAS_G, PREC)
         x2q = _gelu(z1q)
         a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
         z2q += tl.dot(x2q, w2, input_precision=PREC)
@@ -189,10 +207,7 @@ def _mlp_bwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, PW1, PB1
         z1, x2 = _mlp_hidden(xk, w1, b1, PREC)
         g1 = tl.dot(g2, tl.trans(w2), input_precision=PREC) * _gelu_grad(z1)
         z1q = tl.dot(xq, w1, input_precision=PREC) + b1[None, :] - ti[:, None] * tl.dot(p1, g1, input_precision=PREC)
-        if HAS_G:
-            if first:
-                z1q -= ti[:, None] * (tl.dot(xq, tl.load(G1 + pid * D * F + o_df, mask=mdf, other=0.), input_precision=PREC)
-                                      + tl.load(GB1 + pid * F + rf, mask=mf, other=0.)[None, :])
+        z1q = _mlp_z1q_carried(z1q, xq, ti, G1, GB1, pid, first, rf, mf, mdf, o_df, D, F, HAS_G, PREC)
         x2q = _gelu(z1q)
         a2 += tl.dot(x2q, tl.trans(x2), input_precision=PREC)
         z2q += tl.dot(x2q, w2, input_precision=PREC)
@@ -201,16 +216,7 @@ def _mlp_bwd_pass2(xq, xk, g2, lg2, p1, lr, ti, ti_last, first, closes, PW1, PB1
                 ex2 += tl.dot(x2q, tl.load(G2 + pid * F * D + o_fd, mask=mfd, other=0.), input_precision=PREC)
         if closes:
             dw1n, db1n, dw2n = _load_w_block(DW1 + pid * D * F, DB1 + pid * F, DW2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
-            lg1 = g1 * lr[:, None]
-            s1 = tl.dot(tl.trans(xk), lg1, input_precision=PREC)
-            sb1 = tl.sum(lg1, 0)
-            s2 = tl.dot(tl.trans(x2), lg2, input_precision=PREC)
-            if HAS_G:
-                if first:
-                    g1p, gb1p, g2p = _load_w_block(G1 + pid * D * F, GB1 + pid * F, G2 + pid * F * D, rf, mf, mdf, mfd, o_df, o_fd)
-                    s1 += g1p
-                    sb1 += gb1p
-                    s2 += g2p
+            s1, sb1, s2 = _mlp_grad_sums(xk, x2, g1, lg2, lr, G1, GB1, G2, pid, first, rf, mf, mdf, mfd, o_df, o_fd, D, F, HAS_G, PREC)
             dtau += tl.sum(tl.sum(dw1n * s1, 1), 0) + tl.sum(db1n * sb1, 0) + tl.sum(tl.sum(dw2n * s2, 1), 0)
             ds2 = -ti_last * dw2n
         else:
