@@ -24,8 +24,8 @@ from .status import _fmt_s, _read_json, read_status
 from ..plots import probe_series
 
 # %% auto #0
-__all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'sweep_status',
-           'status_text', 'run_sweep', 'sweep_main']
+__all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'set_state',
+           'sweep_status', 'status_text', 'run_sweep', 'sweep_main']
 
 # %% ../../nbs/28_curriculum.sweep.ipynb #dddeb391
 def template_path(name:str='run_curriculum.ipynb') -> Path:
@@ -178,23 +178,25 @@ def _same(a:dict, b:dict) -> bool:
     norm = lambda d: json.loads(json.dumps({k: v for k, v in d.items() if k != 'out_dir'}, sort_keys=True, default=str))
     return norm(a) == norm(b)
 
+def set_state(s:dict,    # a parameter set of `load_sweep`
+              out_root,  # the folder of the sweep's run folders
+             ) -> dict:  # name, state, step, total_steps, evaluated, checkpoints, reason
+    "Where one set stands: done (its notebook ended cleanly with these parameters), failed, changed, or its run folder's state."
+    d = Path(out_root).resolve() / s['name']
+    nb, st = _notebook_run(d / f"{s['name']}.ipynb"), read_status(d)
+    if nb and nb['ended'] and not nb['exception']:
+        state, reason = ('done', None) if _same(nb['parameters'], s['parameters']) else (
+            'changed', 'the sweep file gives other parameters than the executed notebook had: rerun it into a new --out, or restore the file')
+    elif nb and nb['exception']: state, reason = 'failed', st.get('reason') or 'a cell of its notebook raised: see the notebook'
+    else: state, reason = ('not started', None) if st['state'] == 'missing' else (st['state'], st.get('reason'))
+    return dict(name=s['name'], state=state, step=st.get('step'), total_steps=st.get('total_steps'),
+                evaluated=len(st.get('evaluated') or []), checkpoints=len(st.get('checkpoint_steps') or []), reason=reason)
+
 def sweep_status(path,                  # the sweep YAML file
                  out_root='runs/sweep', # the folder of its run folders
-                ) -> list[dict]:        # one row per set: name, state, step, total_steps, evaluated, checkpoints, reason
-    "Where each set of a sweep stands: done (its notebook ended cleanly with today's parameters), failed, changed, or its run folder's state."
-    _, sets = load_sweep(path)
-    out_root, rows = Path(out_root).resolve(), []
-    for s in sets:
-        d = out_root / s['name']
-        nb, st = _notebook_run(d / f"{s['name']}.ipynb"), read_status(d)
-        if nb and nb['ended'] and not nb['exception']:
-            state, reason = ('done', None) if _same(nb['parameters'], s['parameters']) else (
-                'changed', 'the sweep file gives other parameters than the executed notebook had: rerun it into a new --out, or restore the file')
-        elif nb and nb['exception']: state, reason = 'failed', st.get('reason') or 'a cell of its notebook raised: see the notebook'
-        else: state, reason = ('not started', None) if st['state'] == 'missing' else (st['state'], st.get('reason'))
-        rows.append(dict(name=s['name'], state=state, step=st.get('step'), total_steps=st.get('total_steps'),
-                         evaluated=len(st.get('evaluated') or []), checkpoints=len(st.get('checkpoint_steps') or []), reason=reason))
-    return rows
+                ) -> list[dict]:        # one `set_state` row per set
+    "Where each set of a sweep stands (`set_state`), in the order of the file."
+    return [set_state(s, out_root) for s in load_sweep(path)[1]]
 
 def status_text(rows:list) -> str:
     "`ttt-sweep --status`: one line per set, then the count of each state."
@@ -255,7 +257,7 @@ def run_sweep(path,             # the sweep YAML file
         with _claim(out_root, s['name']) as mine:
             if not mine:
                 busy.append(s['name']); print(f"[busy] {s['name']} (another ttt-sweep process runs it)", flush=True); continue
-            if not rerun and next(r for r in sweep_status(path, out_root) if r['name'] == s['name'])['state'] == 'done':
+            if not rerun and set_state(s, out_root)['state'] == 'done':
                 skipped.append(s['name']); print(f"[done] {s['name']} (skipped; --rerun runs it again)", flush=True); continue
             params = dict(s['parameters'], out_dir=str(d))
             t0 = time.time()
