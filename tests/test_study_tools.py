@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +186,44 @@ def test_regime_page_follows_its_sweep_and_pairs_with_the_5gram(tmp_path, monkey
     assert 'load average 1.5 when the run ended' in md and '2 cores' in md
     page = (tmp_path / 'reports' / 'regime-toy.qmd').read_text()
     assert 'title: "The regime on toy-corpus' in page and '--results-dir reports/regime-toy --markdown' in page
+
+
+def _copy_run(tmp_path, name, seed, docs, ids, gain_at_repeats, W=16, L=4, docs_hash=None):
+    "A finished-run folder as tools/study_copy.py reads it: curriculum.json, the final evaluation's data and its saved losses."
+    from ttt_nb.core import sha256_of
+    from ttt_nb.eval import save_nll
+    from ttt_nb.memory import repeat_distance
+    d = tmp_path / name; (d / 'eval').mkdir(parents=True)
+    (d / 'curriculum.json').write_text(json.dumps(dict(W=W, train=dict(steps=10, seed=seed))))
+    full, sw = [], []
+    for doc in docs:
+        s = np.full(len(doc), 2.0); s[0] = np.nan
+        sw.append(s); full.append(s - gain_at_repeats * (repeat_distance(doc, L) > W))
+    data = dict(corpus='python-stdlib', split='test', tokenizer='byte', min_len=len(docs[0]), docs_hash=docs_hash or sha256_of(*docs))
+    (d / 'eval' / 'step_000010.json').write_text(json.dumps(dict(data=data)))
+    save_nll(dict(full=full, sw_strided=sw), ids, d / 'eval' / 'step_000010_nll.safetensors', data['docs_hash'])
+    return d
+
+
+def test_study_copy_pools_seeds_per_arm_and_checks_the_documents(tmp_path):
+    "tools/study_copy.py: a run whose full context gains only where the context recurred beyond W shows it in that range and nowhere else."
+    import study_copy
+
+    from ttt_nb.data import heldout_documents, load_tokenized
+    td = load_tokenized('python-stdlib', 'test', 'byte')
+    ids, docs = heldout_documents(td, min_len=400, max_docs=6, max_len=400, with_ids=True)
+    runs = [_copy_run(tmp_path, f'w16-copy-s{s}', s, docs, ids, 0.5) for s in (0, 1)] + [_copy_run(tmp_path, 'w16-flat-s0', 0, docs, ids, 0.0)]
+    out = tmp_path / 'res.json'
+    study_copy.main([str(r) for r in runs] + ['--L', '4', '--out', str(out)])
+    res = json.loads(out.read_text())
+    copy, flat = (next(a for a in res['arms'] if a['arm'] == n) for n in ('w16-copy', 'w16-flat'))
+    assert copy['seeds'] == [0, 1] and flat['seeds'] == [0]
+    assert copy['novel'][0] == 0 and flat['novel'][0] == 0
+    beyond = [k for k, (lo, hi) in zip(copy['repeat'], res['bins']) if lo >= 1]
+    assert all(abs(copy['repeat'][k][0] + 0.5) < 1e-12 for k in beyond if copy['repeat'][k][3]), copy
+    assert all(flat['repeat'][k][0] == 0 for k in flat['repeat'] if flat['repeat'][k][3]), flat
+    assert any(copy['repeat'][k][3] for k in beyond), 'no recurring context beyond W in the test documents'
+    assert '| w16-copy | 2 |' in study_copy.table(res)
+    bad = _copy_run(tmp_path, 'w16-bad-s0', 0, docs, ids, 0.0, docs_hash='0' * 64)
+    with pytest.raises(SystemExit, match='documents differ'): study_copy.main([str(bad), '--out', str(out)])
+    with pytest.raises(SystemExit, match='not a curriculum run folder'): study_copy.main([str(tmp_path), '--out', str(out)])

@@ -20,7 +20,7 @@ from .tokenizers import load_tokenizer
 # %% auto #0
 __all__ = ['SCHEMA', 'mean_ci', 'wilson_ci', 'context_nll', 'mini_batch_size', 'sw_stride', 'carry_weights', 'phase_loss',
            'effrem_grid', 'effective_remembrance', 'recall_documents', 'recall_summary', 'recall_value_nll',
-           'memory_summary']
+           'repeat_distance', 'repeat_gain', 'memory_summary']
 
 # %% ../nbs/19a_memory.ipynb #e4b55a80
 SCHEMA = 'ttt_nb.memory/v1'
@@ -337,6 +337,43 @@ def recall_value_nll(model,
         m_f, m_s, diff = mean_ci(f, ci), mean_ci(s, ci), mean_ci(s - f, ci)
         out.append(dict(r=float(d['r']), n=n, stride=S, full=_j(m_f[0]), sw=_j(m_s[0]), sw_minus_full=_j(diff[0]), lo=_j(diff[1]), hi=_j(diff[2])))
     return out
+
+# %% ../nbs/19a_memory.ipynb #repgain02
+def repeat_distance(doc,      # a 1-D sequence of token ids
+                    L:int=16, # how many tokens before t make its context
+                   ) -> np.ndarray: # per position t: t - j for the latest j < t with the same L tokens before it; 0: never before
+    "How far back the context of each prediction last occurred in the same document."
+    doc = np.ascontiguousarray(np.asarray(doc, dtype=np.int64)); d = np.zeros(len(doc), dtype=np.int64); last = {}
+    for t in range(L, len(doc)):
+        k = doc[t - L:t].tobytes()
+        if k in last: d[t] = t - last[k]
+        last[k] = t
+    return d
+
+def repeat_gain(nll:dict,        # method name -> per-document NLL arrays (index = position t; NaN = not scored)
+                docs,            # the same documents, token ids
+                W:int,           # the training window: positions t <= W are left out
+                L:int=16,        # the context length of `repeat_distance`
+                bins=((0, 1), (1, 5), (5, 21)), # ranges of the distance, in W: (lo, hi] each
+                a:str='full', b:str='sw_strided', # the paired difference a - b
+                min_events:int=3, # a document counts in a range (and for the novel baseline) with at least this many positions
+               ) -> dict:        # novel (a - b per document), repeat (range -> per document, minus novel), events (range -> positions)
+    "Per document: the paired a - b loss beyond W where the context recurred at each distance, minus the same where it never occurred before (NaN: too few positions)."
+    keys = [f'{lo:g}-{hi:g}' for lo, hi in bins]
+    out = dict(L=L, W=W, a=a, b=b, bins=[list(x) for x in bins], min_events=min_events, novel=[], novel_events=0,
+               repeat={k: [] for k in keys}, events={k: 0 for k in keys})
+    for doc, xa, xb in zip(docs, nll[a], nll[b]):
+        d = repeat_distance(doc, L); n = min(len(d), len(xa), len(xb)); d = d[:n]
+        diff = np.asarray(xa[:n], dtype=np.float64) - np.asarray(xb[:n], dtype=np.float64)
+        ok = np.isfinite(diff) & (np.arange(n) > W)
+        nov = ok & (d == 0); out['novel_events'] += int(nov.sum())
+        base = float(diff[nov].mean()) if nov.sum() >= min_events else math.nan
+        out['novel'].append(base)
+        for k, (lo, hi) in zip(keys, bins):
+            m = ok & (d > lo * W) & (d <= hi * W); out['events'][k] += int(m.sum())
+            out['repeat'][k].append(float(diff[m].mean()) - base if m.sum() >= min_events else math.nan)
+    return out
+
 
 # %% ../nbs/19a_memory.ipynb #919c9153
 def memory_summary(model,
