@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import fcntl
 import json
 import re
 import sys
@@ -215,7 +216,6 @@ def status_text(rows:list) -> str:
 # %% ../../nbs/28_curriculum.sweep.ipynb #swrun02
 def _merge_summary(out_root:Path, path, tpl, res:list) -> Path:
     "Merge these sets' records into out_root/sweep_summary.json under an exclusive lock (several sweep processes may share the folder)."
-    import fcntl
     out_root.mkdir(parents=True, exist_ok=True)
     with open(out_root / '.sweep_summary.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -229,7 +229,6 @@ def _merge_summary(out_root:Path, path, tpl, res:list) -> Path:
 @contextlib.contextmanager
 def _claim(out_root:Path, name:str):
     "Hold out_root/.locks/<name>.lock while this process runs a set: yields False when another process holds it (the lock dies with its process)."
-    import fcntl
     (out_root / '.locks').mkdir(parents=True, exist_ok=True)
     with open(out_root / '.locks' / f'{name}.lock', 'w') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
