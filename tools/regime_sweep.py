@@ -115,11 +115,11 @@ def _eval_row(name:str, s:dict) -> str:
             f"{s['n_docs']} |")
 
 
-def _vs_ngram(res:dict, ng:dict|None, order:str='5') -> str:
+def _vs_ngram(res:dict, ng:dict|None, order:str='5', same_w:bool=True) -> str:
     "The paired difference with the n-gram of `order` on the same documents: mean [95% t CI] of per-document NLL differences."
     if not ng or order not in ng['eval']['all']: return 'no n-gram'
-    ref = ng['eval']['all'][order]
-    if len(ref['doc_nll']) != len(res['doc_nll']): return 'other documents'
+    ref = ng['eval']['all'][order]   # scored on the documents of the sweep's default W
+    if not same_w or len(ref['doc_nll']) != len(res['doc_nll']): return 'other documents'
     m, lo, hi, _ = mean_ci(np.subtract(res['doc_nll'], ref['doc_nll']))
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
@@ -133,6 +133,7 @@ def markdown(sweep_path:str, res_root:Path) -> str:
     n_all = (ng['eval']['all'][next(iter(ng['eval']['all']))]['docs'] if ng else
              done[0]['eval']['all']['docs'] if done else '?')
     ev = sw.get('eval', {})
+    w0 = sw.get('defaults', {}).get('seq_len', TrainConfig.__dataclass_fields__['seq_len'].default)   # the n-gram's documents
     out = [f'# The regime sweep on {corpus} (issue 15)', '',
            f"Command: `PYTHONPATH=<checkout> python tools/regime_sweep.py {sweep_path}` (one JSON per configuration in "
            f"`{res_root.relative_to(ROOT) if res_root.is_relative_to(ROOT) else res_root}/`; a finished one is skipped, so the sweep resumes). "
@@ -155,7 +156,7 @@ def markdown(sweep_path:str, res_root:Path) -> str:
         r = json.loads(f.read_text()); c, t, ev = r['config'], r['train'], r['eval']
         par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
         out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
-                   f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {_vs_ngram(ev['all'], ng)} | {r['commit'][:7]} |")
+                   f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {_vs_ngram(ev['all'], ng, same_w=c['seq_len'] == w0)} | {r['commit'][:7]} |")
     evs = sorted((res_root / 'eval').glob('*/summary.json'))
     if evs:
         out += ['', "Evaluated configurations (`python tools/regime_sweep.py SWEEP --evaluate NAME`: the standard evaluator on the last "
@@ -167,8 +168,9 @@ def markdown(sweep_path:str, res_root:Path) -> str:
         out += [_eval_row(f.parent.name, json.loads(f.read_text())) for f in evs]
     hw = done[0]['hardware'] if done else {}
     loads = [r['hardware']['load_avg_end'][0] for r in done if r.get('hardware', {}).get('load_avg_end')]
-    load = ('load not recorded' if not loads else f"load average {min(loads):.1f} when the run ended" if len(loads) == 1 else
-            f"load average {min(loads):.1f}-{max(loads):.1f} when a run ended")
+    lo, hi = (f"{min(loads):.1f}", f"{max(loads):.1f}") if loads else ('', '')
+    load = ('load not recorded' if not loads else f"load average {lo if lo == hi else lo + '-' + hi} when "
+            f"{'the run' if len(loads) == 1 else 'each run'} ended")
     out += ['', f"Hardware: {hw.get('cpu', '?')}, {hw.get('cores', hw.get('cpu_count', '?'))} cores shared with other jobs ({load}: "
             f"wall and CPU times under load are longer than an idle machine's), {hw.get('threads', '?')} torch thread per run, "
             f"torch {hw.get('torch', '?')}."]
