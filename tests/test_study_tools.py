@@ -191,31 +191,31 @@ def test_regime_page_follows_its_sweep_and_pairs_with_the_5gram(tmp_path, monkey
     assert 'title: "The regime on toy-corpus' in page and '--results-dir reports/regime-toy --markdown' in page
 
 
-def _copy_run(tmp_path, name, seed, docs, ids, gain_at_repeats, W=16, L=4, docs_hash=None):
-    "A finished-run folder as tools/study_copy.py reads it: curriculum.json, the final evaluation's data and its saved losses."
+def _copy_run(tmp_path, name, seed, gain_at_repeats, W=16, L=4, docs_hash=None):
+    "A finished curriculum folder as tools/study_copy.py reads it: curriculum.json, the final evaluation's summary and its saved losses."
     from ttt_nb.core import sha256_of
+    from ttt_nb.curriculum.run import eval_documents
     from ttt_nb.eval import save_nll
     from ttt_nb.memory import repeat_distance
+    cfg = dict(W=W, train=dict(steps=10, seed=seed, corpus='python-stdlib', tokenizer='byte'),
+               eval=dict(max_mult=4, docs=1000, min_docs=2, split='test'))   # every long-enough document, as the study
+    docs, info = eval_documents(cfg)
     d = tmp_path / name; (d / 'eval').mkdir(parents=True)
-    (d / 'curriculum.json').write_text(json.dumps(dict(W=W, train=dict(steps=10, seed=seed))))
+    (d / 'curriculum.json').write_text(json.dumps(cfg))
     full, sw = [], []
     for doc in docs:
         s = np.full(len(doc), 2.0); s[0] = np.nan
         sw.append(s); full.append(s - gain_at_repeats * (repeat_distance(doc, L) > W))
-    data = dict(corpus='python-stdlib', split='test', tokenizer='byte', min_len=len(docs[0]), docs_hash=docs_hash or sha256_of(*docs))
-    (d / 'eval' / 'step_000010.json').write_text(json.dumps(dict(data=data)))
-    save_nll(dict(full=full, sw_strided=sw), ids, d / 'eval' / 'step_000010_nll.safetensors', data['docs_hash'])
+    summ = dict(schema='test', step=10, data=dict(docs_hash=docs_hash or sha256_of(*docs)))
+    (d / 'eval' / 'step_000010.json').write_text(json.dumps(summ))
+    save_nll(dict(full=full, sw_strided=sw), info['doc_ids'], d / 'eval' / 'step_000010_nll.safetensors', summ['data']['docs_hash'])
     return d
 
 
 def test_study_copy_pools_seeds_per_arm_and_checks_the_documents(tmp_path):
     "tools/study_copy.py: a run whose full context gains only where the context recurred beyond W shows it in that range and nowhere else."
     import study_copy
-
-    from ttt_nb.data import heldout_documents, load_tokenized
-    td = load_tokenized('python-stdlib', 'test', 'byte')
-    ids, docs = heldout_documents(td, min_len=400, max_docs=6, max_len=400, with_ids=True)
-    runs = [_copy_run(tmp_path, f'w16-copy-s{s}', s, docs, ids, 0.5) for s in (0, 1)] + [_copy_run(tmp_path, 'w16-flat-s0', 0, docs, ids, 0.0)]
+    runs = [_copy_run(tmp_path, f'w16-copy-s{s}', s, 0.5) for s in (0, 1)] + [_copy_run(tmp_path, 'w16-flat-s0', 0, 0.0)]
     out = tmp_path / 'res.json'
     study_copy.main([str(r) for r in runs] + ['--L', '4', '--out', str(out)])
     res = json.loads(out.read_text())
@@ -227,6 +227,6 @@ def test_study_copy_pools_seeds_per_arm_and_checks_the_documents(tmp_path):
     assert all(flat['repeat'][k][0] == 0 for k in flat['repeat'] if flat['repeat'][k][3]), flat
     assert any(copy['repeat'][k][3] for k in beyond), 'no recurring context beyond W in the test documents'
     assert '| w16-copy | 2 |' in study_copy.table(res)
-    bad = _copy_run(tmp_path, 'w16-bad-s0', 0, docs, ids, 0.0, docs_hash='0' * 64)
+    bad = _copy_run(tmp_path, 'w16-bad-s0', 0, 0.0, docs_hash='0' * 64)
     with pytest.raises(SystemExit, match='documents differ'): study_copy.main([str(bad), '--out', str(out)])
     with pytest.raises(SystemExit, match='not a curriculum run folder'): study_copy.main([str(tmp_path), '--out', str(out)])

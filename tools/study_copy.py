@@ -24,8 +24,8 @@ import numpy as np
 from _runs import provenance  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.core import sha256_of, write_json_atomic
-from ttt_nb.data import heldout_documents, load_tokenized
-from ttt_nb.eval import load_nll
+from ttt_nb.curriculum.compare import final_losses
+from ttt_nb.curriculum.run import eval_documents, load_run
 from ttt_nb.memory import mean_ci, repeat_gain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,25 +34,18 @@ BINS = ((0, 1), (1, 5), (5, 21))
 
 
 def run_gain(run_dir:Path, L:int) -> dict:
-    "`repeat_gain` of a finished run's final checkpoint, from the losses its evaluation saved."
-    cur_f = run_dir / 'curriculum.json'
-    if not cur_f.exists(): raise SystemExit(f"{run_dir}: not a curriculum run folder (no curriculum.json)")
-    cur = json.loads(cur_f.read_text())
-    steps = cur['train']['steps']
-    ev, nf = run_dir / 'eval' / f'step_{steps:06d}.json', run_dir / 'eval' / f'step_{steps:06d}_nll.safetensors'
-    if not (ev.exists() and nf.exists()): raise SystemExit(f"{run_dir}: the final step {steps} has no saved losses ({nf.name}); let the run finish first")
-    data = json.loads(ev.read_text())['data']
-    nll, ids = load_nll(nf)
-    td = load_tokenized(data['corpus'], data['split'], data['tokenizer'])
-    got_ids, got = heldout_documents(td, min_len=data['min_len'], max_len=data['min_len'], with_ids=True)
-    by_id = dict(zip(got_ids, got))
-    missing = [i for i in ids if i not in by_id]
-    if missing: raise SystemExit(f"{run_dir}: {len(missing)} evaluated documents are not in {data['corpus']}/{data['split']} (e.g. {missing[0]}): another corpus version")
-    docs = [by_id[i] for i in ids]
-    if sha256_of(*docs) != data['docs_hash']: raise SystemExit(f"{run_dir}: the documents differ from the evaluated ones (hash mismatch): another corpus version")
-    g = repeat_gain(nll, docs, cur['W'], L=L, bins=BINS)
-    t = cur['train']
-    return dict(run=run_dir.name, arm=re.sub(r'-s\d+$', '', run_dir.name), seed=t['seed'], W=cur['W'], step=steps, doc_ids=ids, gain=g)
+    "`repeat_gain` of a finished run's final checkpoint, from the losses its evaluation saved, on the documents it was evaluated on."
+    try:
+        run = load_run(run_dir)
+        nll, ids, summ = final_losses(run) if run['summaries'] else (None, None, {})
+    except FileNotFoundError as e: raise SystemExit(f"{run_dir}: {' '.join(str(e).split())}") from None
+    cfg = run['config']; steps = cfg['train']['steps']
+    if summ.get('step') != steps: raise SystemExit(f"{run_dir}: the final step {steps} is not evaluated yet; let the run finish first")
+    docs, info = eval_documents(cfg)   # the curriculum's own draw of held-out documents
+    if info['doc_ids'] != ids or sha256_of(*docs) != summ['data']['docs_hash']:
+        raise SystemExit(f"{run_dir}: the documents differ from the evaluated ones (names or hash): another corpus version")
+    g = repeat_gain(nll, docs, cfg['W'], L=L, bins=BINS)
+    return dict(run=run_dir.name, arm=re.sub(r'-s\d+$', '', run_dir.name), seed=cfg['train']['seed'], W=cfg['W'], step=steps, doc_ids=ids, gain=g)
 
 
 def pool(recs:list) -> list[dict]:
