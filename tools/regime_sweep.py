@@ -149,11 +149,12 @@ def markdown(sweep_path:str, res_root:Path) -> str:
         out += [f"| {o} | {e['published16'][o]['ppl']:.3f} | {e['all'][o]['ppl']:.3f} |" for o in sorted(e['published16'])] + ['']
     out += ['| configuration | why | parameters | tokens | train wall s (CPU s) | PPL, first 16 | PPL, all | against the 5-gram, all | commit |',
             '|---|---|---|---|---|---|---|---|---|']
+    by_name = {r['name']: r for r in done}
     for run in sw['runs']:
-        f = res_root / f"{run['name']}.json"
-        if not f.exists():
+        r = by_name.get(run['name'])
+        if r is None:
             out.append(f"| {run['name']} | {run.get('why', '')} | | | not run | | | | |"); continue
-        r = json.loads(f.read_text()); c, t, ev = r['config'], r['train'], r['eval']
+        c, t, ev = r['config'], r['train'], r['eval']
         par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
         out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
                    f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {_vs_ngram(ev['all'], ng, same_w=c['seq_len'] == w0)} | {r['commit'][:7]} |")
