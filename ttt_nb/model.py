@@ -29,8 +29,8 @@ from .state import TTTState
 
 # %% auto #0
 __all__ = ['SUPPORTED_TRANSFORMERS', 'RMSNorm', 'SwiGluMLP', 'causal_conv', 'PreConv', 'rope_cos_sin', 'apply_rope', 'TTTBase',
-           'TTTLinear', 'TTTMLP', 'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel', 'TTTModel',
-           'TTTRowGroups', 'TTTForCausalLM', 'load_official_state_dict']
+           'carry_from_param', 'TTTLinear', 'TTTMLP', 'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel',
+           'TTTModel', 'TTTRowGroups', 'TTTForCausalLM', 'load_official_state_dict']
 
 # %% ../nbs/07_model.ipynb #a0a198a4
 class RMSNorm(nn.Module):
@@ -126,18 +126,24 @@ class TTTBase(nn.Module):
         return tuple(getattr(self, n) for n in self.param_names)
 
 # %% ../nbs/07_model.ipynb #1de9922c
-@patch
-def token_idx(self:TTTBase, dtype) -> Tensor:
-    "[b] carry weights in the inner dtype: clamp_min(1/(1..b) + learnable_token_idx, 0) unless `carry`/`token_idx_param` say otherwise."
-    base = (1.0 / torch.arange(1, self.mini_batch_size + 1, device=self.learnable_token_idx.device)).to(dtype)  # float32, as the official buffer
-    carry, kind = getattr(self.config, 'carry', 'learned'), getattr(self.config, 'token_idx_param', 'official')
+def carry_from_param(p:Tensor,               # [b] the raw parameter learnable_token_idx
+                     carry:str='learned',    # 'learned', or the controls 'on' (fixed at 1/i) and 'off' (the last weight 0)
+                     kind:str='official',    # token_idx_param: 'official', 'softplus' or 'exp'
+                    ) -> Tensor:
+    "[b] carry weights token_idx from the raw parameter, in p's dtype: clamp_min(1/(1..b) + p, 0) unless `carry`/`kind` say otherwise."
+    base = (1.0 / torch.arange(1, p.shape[-1] + 1, device=p.device)).to(p.dtype)  # float32, as the official buffer, then p's dtype
     if carry == 'on': return base                                # control: fixed at 1/i
-    p = self.learnable_token_idx.to(dtype)
     if kind == 'official': tok = torch.clamp_min(base + p, 0.0)  # zero gradient below 0: 0 absorbs
     elif kind == 'softplus': tok = F.softplus(base.expm1().log() + p)  # softplus^-1(1/i) + p: 1/i at p = 0, never 0
     else: tok = base * p.exp()                                    # 'exp': log-space, 1/i at p = 0
     if carry == 'off': tok = torch.cat([tok[:-1], tok.new_zeros(1)])  # control: the last position carries nothing
     return tok
+
+@patch
+def token_idx(self:TTTBase, dtype) -> Tensor:
+    "[b] carry weights in the inner dtype: `carry_from_param` of learnable_token_idx with the config's `carry` and `token_idx_param`."
+    return carry_from_param(self.learnable_token_idx.to(dtype), getattr(self.config, 'carry', 'learned'),
+                            getattr(self.config, 'token_idx_param', 'official'))
 
 @patch
 def ttt_lr(self:TTTBase, x:Tensor, dtype) -> Tensor:

@@ -25,6 +25,7 @@ from ..core import hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
 from .status import _read_json, _read_log
 from ..eval import PROBE_RATIOS, fmt_r
+from ..model import carry_from_param
 from ..plots import curriculum_figures, probe_series, run_label, sw_method
 
 # %% auto #0
@@ -152,15 +153,16 @@ def summary_entry(summary:dict, # an `evaluate_run` summary of one checkpoint
 
 # %% ../../nbs/26_curriculum.run.ipynb #4c9e1b12
 def memory_scale(ckpt_dir) -> list|None:
-    "Per TTT layer, token_idx[b-1] = max(1/b + learnable_token_idx[b-1], 0): the weight of the update carried across mini-batches (0: no memory); None for other models."
+    "Per TTT layer, token_idx[b-1] (`carry_from_param` under the checkpoint's config: the carry controls and `token_idx_param`): the weight of the update carried across mini-batches (0: no memory); None for other models."
     f = Path(ckpt_dir) / 'model.safetensors'
     if not f.exists(): return None
+    cf = Path(ckpt_dir) / 'config.json'
+    c = _read_json(cf) if cf.exists() else {}
+    carry, kind = (c or {}).get('carry', 'learned'), (c or {}).get('token_idx_param', 'official')
     with safe_open(str(f), 'pt') as g:
         keys = [k for k in g.keys() if k.endswith('learnable_token_idx')]
         keys.sort(key=lambda k: [int(x) if x.isdigit() else x for x in re.split(r'(\d+)', k)])
-        out = []
-        for k in keys:
-            t = g.get_tensor(k).double(); out.append(max(0.0, 1.0 / t.numel() + float(t[-1])))
+        out = [float(carry_from_param(g.get_tensor(k).double(), carry, kind)[-1]) for k in keys]
     return out or None
 
 def memory_note(scale:list|None) -> str:
