@@ -111,6 +111,24 @@ def test_broken_emphasis_in_a_caption_fails(site):
     assert any('intraword' in p and nb.name in p for p in check_site.check_site(site))
 
 
+@pytest.mark.parametrize('text,bad', [
+    ('| a | b |\n|---|---:|\n| 1 | 2 |', False),
+    ('Some text.\n\n|---|---:|\n| 1 | 2 |', True),                 # the header row was lost: rows render as text
+    ('| a | b | c |\n|---|---:|\n| 1 | 2 |', True),                 # header and delimiter disagree
+    ('```\n|---|\n```', False),                                       # code is not a table
+])
+def test_table(text, bad):
+    assert bool(check_site.table_problems(text)) == bad, check_site.table_problems(text)
+
+
+def test_headless_table_on_a_page_fails(site):
+    page = site / 'reports' / 'index.qmd'
+    text = page.read_text()
+    head = next(ln for ln in text.splitlines() if ln.startswith('| run |'))
+    page.write_text(text.replace(head + '\n', '', 1))
+    assert any('without a header row' in p for p in check_site.check_site(site))
+
+
 def test_rules_are_on_the_site():
     "The pages point at the site's rules page, never at a file the site does not publish."
     pages, _ = check_site.site_pages(ROOT)

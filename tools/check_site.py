@@ -119,6 +119,18 @@ def emphasis_problems(text: str) -> list:
     return out
 
 
+def table_problems(text: str) -> list:
+    "Pipe tables Pandoc cannot read as tables: a delimiter row (`|---|...`) with no header row above it, or a header whose cell count differs from the delimiter's; the rows then render as literal text."
+    out, lines = [], re.sub(r'```.*?```', '', text, flags=re.S).splitlines()
+    for i, line in enumerate(lines):
+        if not re.fullmatch(r'\s*\|(\s*:?-{3,}:?\s*\|)+\s*', line): continue
+        head = lines[i - 1] if i else ''
+        if not head.strip().startswith('|'): out.append(f"a table without a header row (its delimiter row is line {i + 1}): {line.strip()[:40]!r}")
+        elif head.strip().count('|') != line.strip().count('|'):
+            out.append(f"a table header with {head.strip().count('|') - 1} cells over a delimiter row of {line.strip().count('|') - 1}: {head.strip()[:50]!r}")
+    return out
+
+
 CODE_COLS = 80
 
 
@@ -286,6 +298,7 @@ def check_site(root='.') -> list:
             text = re.sub(r'\A\s*---\n.*?\n---', '', text, flags=re.S)   # nor does the front matter
             problems += _check_targets(p, text, str(p.relative_to(root)), root)
             problems += [f'{p.relative_to(root)}: {q}' for q in emphasis_problems(text)]
+            problems += [f'{p.relative_to(root)}: {q}' for q in table_problems(text)]
     titles = {}
     for p in pages:
         if p.exists(): titles.setdefault(page_title(p), []).append(p.relative_to(root).as_posix())
