@@ -121,13 +121,14 @@ def emphasis_problems(text: str) -> list:
 
 def table_problems(text: str) -> list:
     "Pipe tables Pandoc cannot read as tables: a delimiter row (`|---|...`) with no header row above it, or a header whose cell count differs from the delimiter's; the rows then render as literal text."
-    out, lines = [], re.sub(r'```.*?```', '', text, flags=re.S).splitlines()
+    lines = re.sub(r'```.*?```', lambda m: '\n' * m[0].count('\n'), text, flags=re.S).splitlines()  # code out, line numbers kept
+    out = []
     for i, line in enumerate(lines):
         if not re.fullmatch(r'\s*\|(\s*:?-{3,}:?\s*\|)+\s*', line): continue
-        head = lines[i - 1] if i else ''
-        if not head.strip().startswith('|'): out.append(f"a table without a header row (its delimiter row is line {i + 1}): {line.strip()[:40]!r}")
-        elif head.strip().count('|') != line.strip().count('|'):
-            out.append(f"a table header with {head.strip().count('|') - 1} cells over a delimiter row of {line.strip().count('|') - 1}: {head.strip()[:50]!r}")
+        head, delim = (lines[i - 1] if i else '').strip(), line.strip()
+        if not head.startswith('|'): out.append(f"a table without a header row (its delimiter row is line {i + 1}): {delim[:40]!r}")
+        elif head.count('|') != delim.count('|'):
+            out.append(f"a table header with {head.count('|') - 1} cells over a delimiter row of {delim.count('|') - 1}: {head[:50]!r}")
     return out
 
 
