@@ -230,3 +230,28 @@ def test_study_copy_pools_seeds_per_arm_and_checks_the_documents(tmp_path):
     bad = _copy_run(tmp_path, 'w16-bad-s0', 0, 0.0, docs_hash='0' * 64)
     with pytest.raises(SystemExit, match='documents differ'): study_copy.main([str(bad), '--out', str(out)])
     with pytest.raises(SystemExit, match='not a curriculum run folder'): study_copy.main([str(tmp_path), '--out', str(out)])
+
+
+def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_published_pages(tmp_path):
+    "tools/study_compare.py: finished runs only, a question-2 page keeps the seeds done at both windows, too few groups is one line; every published study page names the runs the registry picks."
+    import study_compare as sc
+    def run(name, phase):
+        d = tmp_path / 'runs' / 'study' / name; d.mkdir(parents=True)
+        (d / 'curriculum_status.json').write_text(json.dumps(dict(phase=phase, checkpoint_steps=[0], evaluated=[0] if phase == 'finished' else [])))
+    for n in ['stdlib-w64-noise-s0', 'stdlib-w64-noise-s1', 'stdlib-w128-noise-s1', 'stdlib-w128-noise-s2']: run(n, 'finished')
+    run('stdlib-w128-noise-s0', 'training')
+    got = [p.name for p in sc.page_runs('compare-study-w128-noise', root=tmp_path)]
+    assert got == ['stdlib-w64-noise-s1', 'stdlib-w128-noise-s1']
+    assert sc.missing('compare-study-w128-q1', sc.page_runs('compare-study-w128-q1', root=tmp_path)) == ['w128-sp', 'w128-nosp', 'w128-other']
+    with pytest.raises(SystemExit, match='unknown page nope'): sc.main(['nope'])
+    pairs = dict(paired=[dict(comparison='A - B', seed=s, position=128, mean=m, lo=lo, hi=hi)
+                         for s, m, lo, hi in [(0, 0.1, 0.05, 0.2), (1, 0.0, -0.1, 0.1), ('pooled', 0.05, 0.01, 0.09)]])
+    assert sc.pairs_table(pairs).splitlines() == ['== A - B', '  pooled: 128: +0.050 [+0.010, +0.090]', '  s0: 128: +0.100*', '  s1: 128: +0.000']
+    for f in sorted((ROOT / 'reports').glob('compare-study-*/compare.json')):
+        name, runs = f.parent.name, json.loads(f.read_text())['runs']
+        assert name in sc.PAGES, f'{name}: published but not in tools/study_compare.py'
+        _, (corpus, folder), Ws, arms, paired = sc.PAGES[name]
+        groups = [f'{corpus}-w{W}-{a}' for a in arms for W in Ws]
+        got = [Path(r).name for r in runs]
+        assert all(g.rsplit('-s', 1)[0] in groups for g in got), name
+        assert got == sorted(got, key=lambda g: (arms.index(g.split('-')[2]), Ws.index(int(g.split('-')[1][1:])), g)), name
