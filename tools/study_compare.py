@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     if a.pairs:
         for n in names:
             f = ROOT / 'reports' / n / 'compare.json'
+            if not f.exists() and not a.pages: continue  # --pairs --all: the published pages only
             if not f.exists(): raise SystemExit(f'{n}: no {f.relative_to(ROOT)}; publish the page first (python tools/study_compare.py {n})')
             print(f'# {n}\n' + pairs_table(json.loads(f.read_text())))
         return 0
