@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ PAGES = {
 }
 
 
+@lru_cache(maxsize=None)  # pages share runs and --list asks twice per page: read each status once
 def finished(run:Path) -> bool:
     "A run folder whose curriculum ended, every checkpoint evaluated (`ttt_nb.curriculum.status.read_status`)."
     from ttt_nb.curriculum.status import read_status
@@ -81,7 +83,7 @@ def missing(name:str, runs:list[Path]) -> list[str]:
 
 
 def pairs_table(compare:dict) -> str:
-    "The paired differences of a compare.json, one block per comparison: pooled with its CI, then each seed's means."
+    "The paired differences of a compare.json in one line per seed (the seed rule at a glance; `ttt_nb.curriculum.compare.paired_markdown` is the full table): pooled with its CI, then each seed's means."
     lines = []
     for c in sorted({p['comparison'] for p in compare['paired']}):
         rows = [p for p in compare['paired'] if p['comparison'] == c]
