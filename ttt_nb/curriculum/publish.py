@@ -26,8 +26,9 @@ from ..eval import fmt_r
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 
 # %% auto #0
-__all__ = ['shrink_png', 'slim_notebook', 'page_title', 'set_page', 'publish_run', 'publish_comparison', 'crop_footer',
-           'refresh_published', 'results_markdown', 'write_results_page']
+__all__ = ['STUDY_BAR', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title',
+           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'refresh_published', 'results_markdown',
+           'write_results_page']
 
 # %% ../../nbs/29_curriculum.publish.ipynb #260757c3
 def shrink_png(raw:bytes, colors:int=256) -> bytes:
@@ -52,6 +53,67 @@ def slim_notebook(src, dst, shrink:bool=True) -> Path:
     dst = Path(dst); dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dst))
     return dst
+
+# %% ../../nbs/29_curriculum.publish.ipynb #9e6a1c01
+STUDY_BAR = 5   # the n-gram order a natural-text model must beat before its page claims anything (the regime issue: the 5-gram)
+
+_ORDER = {'none': 0, 'unigram': 1, 'bigram': 2, 'trigram': 3}
+
+def summary_from_entry(e:dict) -> dict:
+    "A summary-shaped dict with the `regime` block rebuilt from an `all_summaries.json` entry (PPLs only, no paired differences), for pages published without `final_eval.json`."
+    if not e.get('ngram_ppl_overall'): return dict(n_docs=e.get('n_docs'))
+    name = e.get('regime') or 'none'
+    return dict(n_docs=e.get('n_docs'), ngram=e.get('ngram') or {}, regime=dict(
+        order=_ORDER.get(name, int(name.split('-')[0]) if name.split('-')[0].isdigit() else 0), ppl_full=e['ttt_ppl_overall'],
+        orders={str(k): dict(ppl=v) for k, v in e['ngram_ppl_overall'].items()}))
+
+def regime_note(summary:dict, # a final checkpoint's summary (`summarize`) with its `regime` block, or `summary_from_entry`
+                bar:int=STUDY_BAR, # the order the study asks its models to beat
+                regime_page:str=None, # a link to the page that sets the bar (relative to the page)
+               ) -> str: # markdown
+    "The sentence at the top of a run page: where the model stands against the n-grams, and whether the page may claim anything."
+    rg = (summary or {}).get('regime')
+    if not rg or not rg.get('orders'):
+        return ("**Against the n-grams:** this run has no n-gram reference (it was evaluated before the study's instruments), so it "
+                "is not shown to beat even the trigram; **this page claims nothing** about far context.")
+    o, top = rg['orders'], max(int(k) for k in rg['orders'])
+    bar = min(bar, top); best = int(rg.get('order') or 0)
+    name = lambda n: f'{n}-gram' if n > 3 else {1: 'unigram', 2: 'bigram', 3: 'trigram'}[n]
+    cmp = lambda n: (f"PPL {rg['ppl_full']:.3f} against the {name(n)}'s {o[str(n)]['ppl']:.3f}" + (
+                     f", full - {name(n)} {o[str(n)]['diff']:+.3f} [{o[str(n)]['lo']:+.3f}, {o[str(n)]['hi']:+.3f}] nats/token"
+                     if o[str(n)].get('diff') is not None else ''))
+    fit = (summary.get('ngram') or {}).get('fitted_on', {})
+    head = (f"**Against the n-grams** (final checkpoint, {summary.get('n_docs', '?')} documents, n-grams fitted on "
+            f"{fit.get('split', '?')}, paired 95% CI over documents): ")
+    link = f" ([the regime]({regime_page}))" if regime_page else ''
+    if best >= bar:
+        return head + f"the model beats the {name(bar)} ({cmp(bar)}): it meets the study's bar{link}."
+    stand = f"the model beats the {name(best)} but not the {name(best + 1)} ({cmp(best + 1)})" if best else f"the model beats no n-gram ({cmp(1)})"
+    if best < 3:
+        return head + stand + (". **It does not beat the trigram, so it is not shown to use more than two tokens of context: "
+                               "this page claims nothing about far context.**")
+    return (head + stand + f". **It does not beat the {name(bar)}, the study's bar{link}: this page reports measurements of this one model "
+            "and claims nothing**; its verdicts (\"SW better\", \"full context better\") describe this model only.")
+
+_NOTE = 'regime_note'
+
+def set_regime_note(nb_path, # a run page
+                    summary:dict|None, # its final checkpoint's summary (None: no note)
+                    reports_dir=None, # the site folder (for the link to regime.qmd)
+                   ) -> bool: # whether the page has a note now
+    "Put `regime_note` at the top of a run page (after its front matter), replacing an older one; `summary=None` removes it. Idempotent."
+    p = Path(nb_path); nb = nbformat.read(str(p), as_version=4)
+    nb.cells = [c for c in nb.cells if not c.metadata.get('ttt_nb', {}).get(_NOTE)]
+    rep = Path(reports_dir) if reports_dir else p.parent.parent
+    link = os.path.relpath(rep / 'regime.qmd', p.parent) if (rep / 'regime.qmd').exists() else None
+    md = None if summary is None else regime_note(summary, regime_page=link)
+    if md:
+        cell = nbformat.v4.new_markdown_cell(md, id='regime-note'); cell.metadata['ttt_nb'] = {_NOTE: True}   # a fixed id: rewriting the note changes only its text
+        at = 1 if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.startswith('---') else 0
+        nb.cells.insert(at, cell)
+    nbformat.write(nb, str(p))
+    return md is not None
+
 
 # %% ../../nbs/29_curriculum.publish.ipynb #c6619ecd
 def page_title(run:dict) -> str:
@@ -105,6 +167,7 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
         if (d / f).exists(): shutil.copy(d / f, data / f)
     if run['summaries']:                                       # the final checkpoint's whole summary: EffRem, phase loss, bins
         (data / 'final_eval.json').write_text(json.dumps(run['summaries'][-1]))
+        set_regime_note(page, run['summaries'][-1], reports_dir)
     return dict(page=str(page), data=str(data))
 
 # %% ../../nbs/29_curriculum.publish.ipynb #4bc36a2a
@@ -173,13 +236,15 @@ def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
 def refresh_published(reports_dir='reports', # the site folder
                       compare_titles:dict=None, # {page name: title} of the comparison pages (default: from their runs)
                      ) -> dict: # {page: figures changed}
-    "Bring the published pages up to date without re-running: titles, rules link, captions, narrow tables, the probe figure redrawn, the others without their caption block. Idempotent."
+    "Bring the published pages up to date without re-running: titles, rules link, the n-gram note, captions, narrow tables, the probe figure redrawn, the others without their caption block. Idempotent."
     rep, done = Path(reports_dir), {}
     for p in sorted((rep / 'curriculum').glob('*.ipynb')):
         run = _published_run(p.with_suffix(''))
         nb = nbformat.read(str(p), as_version=4)
         done[str(p)] = _refresh_outputs(nb, run, compare_table([run]))
         nbformat.write(nb, str(p)); set_page(p, page_title(run), rep)
+        fin = _read_json(p.with_suffix('') / 'final_eval.json') or (summary_from_entry(run['entries'][-1]) if run['entries'] else None)
+        set_regime_note(p, fin, rep)
     for p in sorted(rep.glob('compare*.ipynb')):
         cj = _read_json(p.with_suffix('') / 'compare.json') or {}
         nb = nbformat.read(str(p), as_version=4)
