@@ -126,6 +126,22 @@ def test_seed_claims_need_every_seed_above_the_trigram():
     assert v == 'no claim: below the trigram in seed(s) 1 (else full better)'
 
 
+
+def test_seed_claims_count_the_models_past_the_study_bar():
+    from ttt_nb.curriculum import compare as CMP
+    orders = {str(n): dict(ppl=1.0) for n in range(1, 6)}
+    def run(seed, order, ref=True):
+        t = dict(corpus='wikitext-2-raw', state_passing=True, seed=seed, steps=10, preset='tiny')
+        probe = dict(r=10.0, diff={'full-sw_strided': dict(mean=0.05, lo=0.02, hi=0.08)})
+        rg = dict(far_context_claims=order >= 3, order=order, orders=orders if ref else {})
+        return dict(config=dict(W=64, train=t, eval=dict(split='test')), summaries=[dict(methods={'full': {}, 'sw_strided': {}}, probes=[probe], regime=rg)])
+    c = CMP.seed_claims([run(0, 5), run(1, 4), run(2, 5)])[0]
+    assert c['verdict'] == 'SW better' and c['past_bar'] == 2           # a claim by the seed rule; 2 of 3 models past the 5-gram
+    assert CMP.claims_markdown([c]).splitlines()[-1].endswith('| SW better | 2/3 |')
+    assert CMP.seed_claims([run(s, 5, ref=False) for s in range(3)])[0]['past_bar'] is None
+    assert CMP.past_bar(dict(regime=dict(order=3, orders={'1': {}, '2': {}, '3': {}})))   # only a trigram fitted: the bar is the trigram
+    assert CMP.past_bar({}) is None and CMP.past_bar(dict(regime=dict(order=4, orders=orders))) is False
+
 def test_fit_to_end_stops_the_tool_on_an_unfinished_run():
     import _runs
     class T:

@@ -18,7 +18,7 @@ import nbformat
 import numpy as np
 from PIL import Image
 
-from .compare import COMPARE_TITLES
+from .compare import COMPARE_TITLES, STUDY_BAR
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
 from .status import _read_json
 from .sweep import execute_template
@@ -26,8 +26,8 @@ from ..eval import fmt_r
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 
 # %% auto #0
-__all__ = ['STUDY_BAR', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title',
-           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'refresh_published', 'results_markdown',
+__all__ = ['shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title', 'set_page',
+           'publish_run', 'publish_comparison', 'crop_footer', 'refresh_published', 'results_markdown',
            'write_results_page']
 
 # %% ../../nbs/29_curriculum.publish.ipynb #260757c3
@@ -55,8 +55,6 @@ def slim_notebook(src, dst, shrink:bool=True) -> Path:
     return dst
 
 # %% ../../nbs/29_curriculum.publish.ipynb #9e6a1c01
-STUDY_BAR = 5   # the n-gram order a natural-text model must beat before its page claims anything (the regime issue: the 5-gram)
-
 _ORDER = {'none': 0, 'unigram': 1, 'bigram': 2, 'trigram': 3}
 
 def summary_from_entry(e:dict) -> dict:
