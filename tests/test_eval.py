@@ -318,9 +318,9 @@ def test_seed_verdicts():
     from ttt_nb.eval import seed_verdicts
     mk = lambda lo, hi: dict(probes=[dict(r=2.0, diff={'full-sw_strided': dict(mean=(lo + hi) / 2, lo=lo, hi=hi)})])
     assert seed_verdicts([mk(-.3, -.1)] * 3)[0]['verdict'] == 'full better'
-    assert seed_verdicts([mk(-.3, -.1)] * 2)[0]['verdict'] == 'no claim'
+    assert seed_verdicts([mk(-.3, -.1)] * 2)[0]['verdict'] == 'no claim: 2 of 3 seeds'
     assert seed_verdicts([mk(-.3, -.1), mk(-.3, -.1), mk(-.1, .1)])[0]['verdict'] == 'no claim'
-    assert seed_verdicts([mk(.1, .2)] * 3)[0]['verdict'] == 'sw_strided better'
+    assert seed_verdicts([mk(.1, .2)] * 3)[0]['verdict'] == 'SW better'
 
 def test_cli_reads_the_training_run(tmp_path, monkeypatch):
     "A checkpoint inside a run folder: W, corpus, tokenizer, seed from config.json; step and losses from meta.json."

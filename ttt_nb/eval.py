@@ -26,12 +26,13 @@ from .memory import memory_summary
 from .ngram import NGram, fit_ngram, fit_on, ngram_nll
 
 # %% auto #0
-__all__ = ['CI_METHOD', 'PROBE_RATIOS', 'SCHEMA', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'TEMPLATED', 'MEMORY_DEFAULTS', 'as_docs',
-           'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll', 'linear_edges', 'log_edges',
-           'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges', 'sweep_lengths', 'length_sweep',
-           'is_reference', 'summarize', 'compat_keys', 'regime', 'adjust_multiplicity', 'templated', 'convergence',
-           'save_nll', 'load_nll', 'evaluate_run', 'log_wandb_summary', 'load_summary', 'seed_verdicts',
-           'read_old_summaries', 'old_rows', 'select_documents', 'load_checkpoint', 'evaluate_checkpoint', 'run_ngram']
+__all__ = ['CI_METHOD', 'PROBE_RATIOS', 'SCHEMA', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'TEMPLATED', 'MEMORY_DEFAULTS', 'STUDY_BAR',
+           'as_docs', 'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll', 'linear_edges',
+           'log_edges', 'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges', 'sweep_lengths',
+           'length_sweep', 'is_reference', 'summarize', 'compat_keys', 'regime', 'adjust_multiplicity', 'templated',
+           'convergence', 'save_nll', 'load_nll', 'evaluate_run', 'log_wandb_summary', 'load_summary', 'past_bar',
+           'seed_verdicts', 'read_old_summaries', 'old_rows', 'select_documents', 'load_checkpoint',
+           'evaluate_checkpoint', 'run_ngram']
 
 # %% ../nbs/19_eval.ipynb #63590cc9
 def as_docs(docs) -> list[np.ndarray]:
@@ -600,21 +601,43 @@ def load_summary(path) -> dict:
     return d
 
 # %% ../nbs/19_eval.ipynb #cedcc5da
-def seed_verdicts(summaries:list,        # `evaluate_run` summaries of one setting, one per seed
-                  comparator:str='sw_strided', # the method compared with full context
-                  min_seeds:int=3,       # fewer seeds: no claim
-                 ) -> list[dict]:        # per probe r: seeds, per-seed mean difference and CI, verdict
-    "Per probe: 'full better' / 'comparator better' only if every seed's paired CI excludes zero the same way, else 'no claim'."
-    key, by_r = f'full-{comparator}', {}
+STUDY_BAR = 5   # the n-gram order a natural-text model must beat before its page claims anything (the regime issue: the 5-gram)
+
+def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
+    "Whether a final summary's model beats the n-grams up to `bar` (the highest fitted order if lower) by paired CI; None without a reference."
+    rg = (summary or {}).get('regime') or {}
+    if not rg.get('orders'): return None
+    return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
+
+def _sw_in(s:dict) -> str|None:
+    "The summary's sliding-window method (strided or exact), from its methods or else its probes' differences."
+    ms = s.get('methods') or {k[5:] for p in s.get('probes', []) for k in p['diff']}
+    return next((m for m in ('sw_strided', 'sw_exact') if m in ms), None)
+
+def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one setting, one per seed
+                  comparator:str|None=None, # the method compared with full context (default: each summary's sliding window)
+                  min_seeds:int=3,       # fewer seeds: no claim (SCIENCE.md rule 5: 5 on python-stdlib, 3 elsewhere)
+                  seeds:list|None=None,  # the seeds, for the verdicts (default 0, 1, ...)
+                 ) -> list[dict]:        # per probe r: seeds, per-seed mean difference and CI, verdict, models past the study's bar
+    "The seed rule, per probe: 'full better' / 'SW better' only with `min_seeds` seeds, every seed's paired CI excluding zero the same way and every seed's model above the trigram; else 'no claim: why'."
+    seeds = list(range(len(summaries))) if seeds is None else list(seeds)
+    weak = sorted(k for k, s in zip(seeds, summaries) if (s.get('regime') or {}).get('far_context_claims') is False)
+    bar = [past_bar(s) for s in summaries]
+    by_r = {}
     for s in summaries:
+        m = comparator or _sw_in(s)
         for p in s['probes']:
-            if key in p['diff']: by_r.setdefault(p['r'], []).append(p['diff'][key])
+            if m and f'full-{m}' in p['diff']: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{m}'])
+    name = 'SW' if (comparator or 'sw').startswith('sw') else comparator
     out = []
     for r, ds in sorted(by_r.items()):
         below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
-        v = 'no claim' if len(ds) < min_seeds else 'full better' if below else f'{comparator} better' if above else 'no claim'
-        out.append(dict(r=r, seeds=len(ds), mean=[d['mean'] for d in ds], lo=[d['lo'] for d in ds], hi=[d['hi'] for d in ds], verdict=v))
+        v = f'no claim: {len(ds)} of {min_seeds} seeds' if len(ds) < min_seeds else 'full better' if below else f'{name} better' if above else 'no claim'
+        if weak and not v.startswith('no claim'): v = f"no claim: below the trigram in seed(s) {', '.join(map(str, weak))} (else {v})"
+        out.append(dict(r=r, seeds=len(ds), seeds_needed=min_seeds, mean=[d['mean'] for d in ds], lo=[d['lo'] for d in ds], hi=[d['hi'] for d in ds],
+                        verdict=v, excluding_zero=sum(d['hi'] < 0 or d['lo'] > 0 for d in ds), past_bar=None if None in bar else sum(bar)))
     return out
+
 
 # %% ../nbs/19_eval.ipynb #7f6936c4
 _OLD_KEY = re.compile(r'^(ttt_ppl|sw_ppl|improvement)_at_([0-9]+(?:\.[0-9]+)?)x_?W$')

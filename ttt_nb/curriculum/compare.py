@@ -18,12 +18,12 @@ from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
 from .run import _hw, compare_table, load_run, table_markdown
-from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label, save_figure, sw_method
+from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label, save_figure
 
 # %% auto #0
-__all__ = ['COMPARE_TITLES', 'STUDY_BAR', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown',
-           'compare_caption', 'compare_runs', 'expand_runs', 'past_bar', 'min_seeds_for', 'seed_claims',
-           'claims_markdown', 'show_comparison', 'compare_main']
+__all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
+           'compare_runs', 'expand_runs', 'min_seeds_for', 'seed_claims', 'claims_markdown', 'show_comparison',
+           'compare_main']
 
 # %% ../../nbs/27_curriculum.compare.ipynb #paired1
 def final_losses(run:dict) -> tuple[dict, list|None, dict]:
@@ -185,46 +185,24 @@ def expand_runs(run_dirs:list=None, # run folders
     if not dirs: raise ValueError(f"no curriculum run folder in run_dirs={run_dirs!r} / run_glob={run_glob!r}")
     return dirs
 
-STUDY_BAR = 5   # the n-gram order a natural-text model must beat before its page claims anything (the regime issue: the 5-gram)
-
-def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
-    "Whether a final summary's model beats the n-grams up to `bar` (the highest fitted order if lower) by paired CI; None without a reference."
-    rg = (summary or {}).get('regime') or {}
-    if not rg.get('orders'): return None
-    return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
-
 def min_seeds_for(corpus:str) -> int:
     "The seeds a claim needs (SCIENCE.md rule 5): 5 on the embedded corpus (python-stdlib), 3 elsewhere."
     return 5 if Path(str(corpus)).name == 'python-stdlib' else 3
 
 def seed_claims(runs:list, min_seeds:int|None=None) -> list[dict]:
-    "Per setting and probe of the final checkpoints: 'full better' / 'SW better' only when every seed's paired CI excludes zero the same way, there are at least `min_seeds` seeds (default `min_seeds_for` the corpus) and every seed's model beats the trigram; else 'no claim'."
+    "`eval.seed_verdicts` (the seed rule) per setting of the runs, each setting's seeds needed from its corpus (`min_seeds_for`) unless `min_seeds` is given."
     groups = {}
     for r in runs: groups.setdefault(run_label(r, seed=False) + ', ' + r['config']['train']['corpus'], []).append(r)
-    out = []
-    for g, rs in groups.items():
-        by_r, need = {}, min_seeds or min_seeds_for(rs[0]['config']['train']['corpus'])
-        for r in rs:
-            s = r['summaries'][-1]; sw = sw_method(s)
-            for p in s['probes']:
-                if sw: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{sw}'])
-        for pr, ds in sorted(by_r.items()):
-            below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
-            v = f'no claim: {len(ds)} of {need} seeds' if len(ds) < need else 'full better' if below else 'SW better' if above else 'no claim'
-            weak = [r['config']['train']['seed'] for r in rs if (r['summaries'][-1].get('regime') or {}).get('far_context_claims') is False]
-            if weak and not v.startswith('no claim'): v = f"no claim: below the trigram in seed(s) {', '.join(map(str, sorted(weak)))} (else {v})"
-            bar = [past_bar(r['summaries'][-1]) for r in rs]
-            out.append(dict(setting=g, r=pr, seeds=len(ds), seeds_needed=need, means=[d['mean'] for d in ds], verdict=v,
-                            excluding_zero=sum(d['hi'] < 0 or d['lo'] > 0 for d in ds),
-                            past_bar=None if None in bar else sum(bar)))
-    return out
+    return [dict(setting=g, **v) for g, rs in groups.items()
+            for v in E.seed_verdicts([r['summaries'][-1] for r in rs], min_seeds=min_seeds or min_seeds_for(rs[0]['config']['train']['corpus']),
+                                   seeds=[r['config']['train']['seed'] for r in rs])]
 
 def claims_markdown(rows:list) -> str:
     "A markdown table of `seed_claims`."
-    out = [f'| setting | r | seeds | full - SW per seed (nats/token) | CIs excluding zero | verdict | models past the {STUDY_BAR}-gram |', '|---|---|---|---|---|---|---|']
+    out = [f'| setting | r | seeds | full - SW per seed (nats/token) | CIs excluding zero | verdict | models past the {E.STUDY_BAR}-gram |', '|---|---|---|---|---|---|---|']
     for w in rows:
         pb = w.get('past_bar'); pb = 'no reference' if pb is None else f"{pb}/{w['seeds']}"
-        out.append(f"| {w['setting']} | {w['r']:g} | {w['seeds']} | {', '.join(f'{m:+.4f}' for m in w['means'])} | {w['excluding_zero']}/{w['seeds']} | {w['verdict']} | {pb} |")
+        out.append(f"| {w['setting']} | {w['r']:g} | {w['seeds']} | {', '.join(f'{m:+.4f}' for m in w['mean'])} | {w['excluding_zero']}/{w['seeds']} | {w['verdict']} | {pb} |")
     return '\n'.join(out)
 
 # %% ../../nbs/27_curriculum.compare.ipynb #4e36474b
@@ -236,7 +214,7 @@ def show_comparison(res:dict):
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
     display(Markdown('**Final checkpoints, probe points** (95% CIs over documents, studentized bootstrap):\n\n' + table_markdown(res['table'])))
     display(Markdown('**Claims across seeds** (the seed rule: 5 seeds on python-stdlib, 3 elsewhere, every paired CI excluding zero the same way and every model above the trigram; '
-                     f'the last column counts the models that also beat the {STUDY_BAR}-gram, the study\'s bar, below which a run page claims nothing):\n\n'
+                     f'the last column counts the models that also beat the {E.STUDY_BAR}-gram, the study\'s bar, below which a run page claims nothing):\n\n'
                      + claims_markdown(seed_claims(runs))))
     if res.get('paired'):
         display(Markdown('**Paired across runs** (A - B at the same absolute positions on the same documents; per seed and pooled; '

@@ -18,11 +18,11 @@ import nbformat
 import numpy as np
 from PIL import Image
 
-from .compare import COMPARE_TITLES, STUDY_BAR
+from .compare import COMPARE_TITLES
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
 from .status import _read_json
 from .sweep import execute_template
-from ..eval import fmt_r
+from ..eval import STUDY_BAR, fmt_r, past_bar
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 
 # %% auto #0
@@ -84,7 +84,7 @@ def regime_note(summary:dict, # a final checkpoint's summary (`summarize`) with 
     head = (f"**Against the n-grams** (final checkpoint, {summary.get('n_docs', '?')} documents, n-grams fitted on "
             f"{fit.get('split', '?')}, paired 95% CI over documents): ")
     link = f" ([the regime]({regime_page}))" if regime_page else ''
-    if best >= bar:
+    if past_bar(summary, bar):
         return head + f"the model beats the {name(bar)} ({cmp(bar)}): it meets the study's bar{link}."
     stand = f"the model beats the {name(best)} but not the {name(best + 1)} ({cmp(best + 1)})" if best else f"the model beats no n-gram ({cmp(1)})"
     if best < 3:
