@@ -26,9 +26,9 @@ from ..eval import STUDY_BAR, fmt_r, past_bar
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 
 # %% auto #0
-__all__ = ['shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title', 'set_page',
-           'publish_run', 'publish_comparison', 'crop_footer', 'refresh_published', 'results_markdown',
-           'write_results_page']
+__all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title',
+           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'set_regime_notes', 'refresh_published',
+           'results_markdown', 'write_results_page']
 
 # %% ../../nbs/29_curriculum.publish.ipynb #260757c3
 def shrink_png(raw:bytes, colors:int=256) -> bytes:
@@ -94,6 +94,7 @@ def regime_note(summary:dict, # a final checkpoint's summary (`summarize`) with 
             "and claims nothing**; its verdicts (\"SW better\", \"full context better\") describe this model only.")
 
 _NOTE = 'regime_note'
+REGIME_PAGES = {'wikitext-2-raw': 'regime-wikitext.qmd'}   # corpus -> the site page of its regime sweep (default regime.qmd)
 
 def set_regime_note(nb_path, # a run page
                     summary:dict|None, # its final checkpoint's summary (None: no note)
@@ -103,7 +104,9 @@ def set_regime_note(nb_path, # a run page
     p = Path(nb_path); nb = nbformat.read(str(p), as_version=4)
     nb.cells = [c for c in nb.cells if not c.metadata.get('ttt_nb', {}).get(_NOTE)]
     rep = Path(reports_dir) if reports_dir else p.parent.parent
-    link = os.path.relpath(rep / 'regime.qmd', p.parent) if (rep / 'regime.qmd').exists() else None
+    corpus = Path(str(((summary or {}).get('ngram') or {}).get('fitted_on', {}).get('corpus', ''))).name
+    page = rep / REGIME_PAGES.get(corpus, 'regime.qmd')   # the regime page of the run's corpus
+    link = os.path.relpath(page, p.parent) if page.exists() else None
     md = None if summary is None else regime_note(summary, regime_page=link)
     if md:
         cell = nbformat.v4.new_markdown_cell(md, id='regime-note'); cell.metadata['ttt_nb'] = {_NOTE: True}   # a fixed id: rewriting the note changes only its text
@@ -231,6 +234,15 @@ def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
                 if figure_dir is not None and title and (Path(figure_dir) / f'{title}.png').exists(): (Path(figure_dir) / f'{title}.png').write_bytes(new)
     return changed
 
+def set_regime_notes(reports_dir='reports') -> int: # the pages noted
+    "`set_regime_note` on every run page of the site, from its `final_eval.json` or else its last `all_summaries.json` entry."
+    n = 0
+    for p in sorted((Path(reports_dir) / 'curriculum').glob('*.ipynb')):
+        es = _read_json(p.with_suffix('') / 'all_summaries.json') or []
+        fin = _read_json(p.with_suffix('') / 'final_eval.json') or (summary_from_entry(es[-1]) if es else None)
+        n += set_regime_note(p, fin, reports_dir)
+    return n
+
 def refresh_published(reports_dir='reports', # the site folder
                       compare_titles:dict=None, # {page name: title} of the comparison pages (default: from their runs)
                      ) -> dict: # {page: figures changed}
@@ -241,8 +253,7 @@ def refresh_published(reports_dir='reports', # the site folder
         nb = nbformat.read(str(p), as_version=4)
         done[str(p)] = _refresh_outputs(nb, run, compare_table([run]))
         nbformat.write(nb, str(p)); set_page(p, page_title(run), rep)
-        fin = _read_json(p.with_suffix('') / 'final_eval.json') or (summary_from_entry(run['entries'][-1]) if run['entries'] else None)
-        set_regime_note(p, fin, rep)
+    set_regime_notes(rep)
     for p in sorted(rep.glob('compare*.ipynb')):
         cj = _read_json(p.with_suffix('') / 'compare.json') or {}
         nb = nbformat.read(str(p), as_version=4)
