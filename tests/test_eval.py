@@ -12,21 +12,13 @@ from ttt_nb.cli import eval_main as main
 from ttt_nb.cli import eval_run as run_eval
 from ttt_nb.eval import (
     SCHEMA,
-    adjust_multiplicity,
-    bin_sums,
-    bootstrap_diff,
-    bootstrap_ppl,
     evaluate_checkpoint,
     evaluate_run,
     full_context_nll,
     length_sweep,
-    linear_edges,
     load_summary,
-    log_edges,
     old_rows,
-    probe_edges,
     read_old_summaries,
-    seed_verdicts,
     select_documents,
     sliding_window_nll,
     summarize,
@@ -35,6 +27,8 @@ from ttt_nb.eval import (
     truncated_nll,
     window_plan,
 )
+from ttt_nb.rules import adjust_multiplicity, probe_edges, seed_verdicts
+from ttt_nb.stats import bin_sums, bootstrap_diff, bootstrap_ppl, linear_edges, log_edges
 
 ttt_config = pytest.importorskip('ttt_nb.config')
 ttt_model = pytest.importorskip('ttt_nb.model')
@@ -315,7 +309,7 @@ def test_far_beyond_W_with_ttt(tmp_path):
     assert s['length_sweep']['lengths'][-1] == 10 * W and not s['length_sweep']['skipped']
 
 def test_seed_verdicts():
-    from ttt_nb.eval import seed_verdicts
+    from ttt_nb.rules import seed_verdicts
     mk = lambda lo, hi: dict(probes=[dict(r=2.0, diff={'full-sw_strided': dict(mean=(lo + hi) / 2, lo=lo, hi=hi)})])
     assert seed_verdicts([mk(-.3, -.1)] * 3)[0]['verdict'] == 'full better'
     assert seed_verdicts([mk(-.3, -.1)] * 2)[0]['verdict'] == 'no claim: 2 of 3 seeds'

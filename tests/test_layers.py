@@ -13,7 +13,7 @@ LAYERS = [
     ['ops', 'ops.*'],
     ['state', 'model', 'baselines'],
     ['data', 'tokenizers', 'stream', 'checkpoint', 'ngram'],
-    ['train', 'train.*', 'eval', 'eval.*', 'memory'],
+    ['train', 'train.*', 'eval', 'eval.*', 'rules', 'memory'],
     ['plots', 'plots.*'],
     ['generate', 'ponder', 'ponder_study', 'curriculum', 'curriculum.*'],
     ['cli'],

@@ -139,7 +139,7 @@ def test_seed_claims_count_the_models_past_the_study_bar():
     assert c['verdict'] == 'SW better' and c['past_bar'] == 2           # a claim by the seed rule; 2 of 3 models past the 5-gram
     assert CMP.claims_markdown([c]).splitlines()[-1].endswith('| SW better | 2/3 |')
     assert CMP.seed_claims([run(s, 5, ref=False) for s in range(3)])[0]['past_bar'] is None
-    from ttt_nb.eval import past_bar
+    from ttt_nb.rules import past_bar
     assert past_bar(dict(regime=dict(order=3, orders={'1': {}, '2': {}, '3': {}})))   # only a trigram fitted: the bar is the trigram
     assert past_bar({}) is None and past_bar(dict(regime=dict(order=4, orders=orders))) is False
 

@@ -21,7 +21,8 @@ from . import data as D
 from . import plots
 from .checkpoint import latest_checkpoint
 from .core import as_device, write_json_atomic
-from .eval import NGRAM_NAMES, _need_positive, _one_line, _run_context, evaluate_checkpoint, fmt_r, log_wandb_summary, select_documents
+from .eval import _need_positive, _one_line, _run_context, evaluate_checkpoint, log_wandb_summary, select_documents
+from .rules import NGRAM_NAMES, fmt_r
 from .stats import CI_METHODS
 from .train import RunInUse, TrainConfig, Trainer
 

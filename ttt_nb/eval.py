@@ -24,15 +24,14 @@ from .core import as_device, as_dtype, evaluating, hardware_info, sha256_of, wri
 from .core import utc_now as _now
 from .memory import memory_summary
 from .ngram import NGram, fit_ngram, fit_on, ngram_nll
+from .rules import PRIMARY_RATIOS, PROBE_RATIOS, adjust_multiplicity, convergence, fmt_r, is_reference, probe_edges, regime
+from .stats import CI_METHOD, bin_sums, bootstrap_diff, bootstrap_ppl, linear_edges, log_edges
 
 # %% auto #0
-__all__ = ['CI_METHOD', 'PROBE_RATIOS', 'SCHEMA', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'TEMPLATED', 'MEMORY_DEFAULTS', 'STUDY_BAR',
-           'as_docs', 'full_context_nll', 'window_plan', 'sliding_window_nll', 'truncated_nll', 'linear_edges',
-           'log_edges', 'bin_sums', 'bootstrap_ppl', 'bootstrap_diff', 'fmt_r', 'probe_edges', 'sweep_lengths',
-           'length_sweep', 'is_reference', 'summarize', 'compat_keys', 'regime', 'adjust_multiplicity', 'templated',
-           'convergence', 'save_nll', 'load_nll', 'evaluate_run', 'log_wandb_summary', 'load_summary', 'past_bar',
-           'seed_verdicts', 'read_old_summaries', 'old_rows', 'select_documents', 'load_checkpoint',
-           'evaluate_checkpoint', 'run_ngram']
+__all__ = ['SCHEMA', 'TEMPLATED', 'MEMORY_DEFAULTS', 'as_docs', 'full_context_nll', 'window_plan', 'sliding_window_nll',
+           'truncated_nll', 'sweep_lengths', 'length_sweep', 'summarize', 'compat_keys', 'templated', 'save_nll',
+           'load_nll', 'evaluate_run', 'log_wandb_summary', 'load_summary', 'read_old_summaries', 'old_rows',
+           'select_documents', 'load_checkpoint', 'evaluate_checkpoint', 'run_ngram']
 
 # %% ../nbs/19_eval.ipynb #63590cc9
 def as_docs(docs) -> list[np.ndarray]:
@@ -163,58 +162,7 @@ def truncated_nll(
     "Loss with the state reset one window back: a token in segment k (tokens kW..kW+W-1) is read by a state that has seen only segment k-1 and segment k up to it."
     return sliding_window_nll(model, docs, 2 * window, stride=window, **kwargs)
 
-# %% ../nbs/19_eval.ipynb #128eadae
-def linear_edges(T:int, # the longest document (tokens); positions are 1..T-1
-                 W:int, # bin width
-                ) -> np.ndarray:
-    "Bin edges 1, W, 2W, ... covering positions 1..T-1 (the first bin is [1, W))."
-    return np.unique(np.r_[1, np.arange(W, T + W, W)]).astype(np.int64)   # the last edge is > T-1, so T-1 is in a bin
-
-def log_edges(T:int, per_octave:int=2) -> np.ndarray:
-    "Log-spaced integer bin edges from 1 past T-1, about `per_octave` bins per doubling."
-    n = max(2, int(math.ceil(math.log2(max(T, 2)) * per_octave)) + 1)
-    return np.unique(np.r_[np.round(np.geomspace(1, T, n)), T]).astype(np.int64)
-
-def bin_sums(nll_docs:list,    # per-document NLL arrays (index = position; NaN = not scored)
-             edges:np.ndarray, # bin edges; bin k is [edges[k], edges[k+1])
-            ) -> tuple:        # S [D, K] sum of NLL, N [D, K] tokens, per document and bin
-    "Per-document, per-bin NLL sums and token counts."
-    D, K = len(nll_docs), len(edges) - 1
-    S, N = np.zeros((D, K)), np.zeros((D, K))
-    for i, x in enumerate(nll_docs):
-        x = np.asarray(x, dtype=np.float64); t = np.nonzero(~np.isnan(x))[0]
-        k = np.searchsorted(edges, t, side='right') - 1
-        ok = (k >= 0) & (k < K)
-        np.add.at(S[i], k[ok], x[t[ok]]); np.add.at(N[i], k[ok], 1)
-    return S, N
-
-CI_METHOD = 'boot-t'   # the interval every summary uses (`ttt_nb.stats.CI_METHODS`), recorded as `ci_method`
-
-def bootstrap_ppl(S:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95, method:str=CI_METHOD) -> dict:
-    "Token-weighted PPL per bin with a CI over documents (`ttt_nb.stats.ratio_ci`), and the tokens and documents behind each bin."
-    r = ST.ratio_ci(S, N, method, ci, n_boot, seed)
-    with np.errstate(all='ignore'): ppl, lo, hi = np.exp(r['mean']), np.exp(r['lo']), np.exp(r['hi'])
-    return dict(ppl=ppl, lo=lo, hi=hi, tokens=np.asarray(N).sum(0).astype(np.int64), docs=r['docs'])
-
-def bootstrap_diff(Sa:np.ndarray, Sb:np.ndarray, N:np.ndarray, n_boot:int=1000, seed:int=0, ci:float=0.95, method:str=CI_METHOD) -> dict:
-    "Paired mean NLL difference a - b per bin (token-weighted over documents, nats/token) with a CI over documents and a p-value."
-    if Sa.shape != Sb.shape or Sa.shape != N.shape: raise ValueError("paired sums must have the same shape")
-    r = ST.ratio_ci(Sa - Sb, N, method, ci, n_boot, seed)
-    return dict(mean=r['mean'], lo=r['lo'], hi=r['hi'], excludes_zero=(r['lo'] > 0) | (r['hi'] < 0), p=r['p'],
-                tokens=N.sum(0).astype(np.int64), docs=r['docs'])
-
 # %% ../nbs/19_eval.ipynb #aa0f7198
-PROBE_RATIOS = (0.5, 1, 2, 5, 10, 20, 50, 100)
-
-def fmt_r(r) -> str:
-    "0.5 -> '0.5', 2.0 -> '2' (the r in keys like `ttt_ppl_at_2xW`)."
-    return str(int(r)) if float(r).is_integer() else str(r)
-
-def probe_edges(W:int, ratios=PROBE_RATIOS, halfwidth:int|None=None) -> dict:
-    "The position bin around r*W for each ratio: [rW - h, rW + h) with h = W/2 by default, clipped at 1."
-    h = W // 2 if halfwidth is None else halfwidth
-    return {fmt_r(r): (max(1, int(round(r * W)) - h), int(round(r * W)) + max(h, 1)) for r in ratios}
-
 def sweep_lengths(W:int, n:int=20, lo:float=0.5, hi:float=10) -> np.ndarray:
     "The length sweep: `n` sequence lengths from lo*W to hi*W (rounded, unique, at least 2)."
     return np.unique(np.maximum(2, np.round(np.linspace(lo * W, hi * W, n)))).astype(np.int64)
@@ -242,10 +190,6 @@ def length_sweep(nll:dict,        # method name -> per-document NLL arrays (same
 
 # %% ../nbs/19_eval.ipynb #9546b3df
 SCHEMA = 'ttt_nb.eval.summary/v1'
-
-def is_reference(method:str) -> bool:
-    "A reference method (the n-gram's `ngram1`..`ngram5`): binned and probed like the model, never an SW comparator."
-    return bool(re.fullmatch(r'ngram\d+', method))
 
 def summarize(
     nll:dict,               # method -> per-document NLL arrays; must hold 'full'; others: 'sw_strided', 'sw_exact', 'truncated'
@@ -316,66 +260,6 @@ def compat_keys(summary:dict, sw:str|None=None) -> dict:
         if sw:
             s = p['ppl'][sw]['ppl']; out[f'sw_ppl_at_{r}xW'] = s; out[f'improvement_at_{r}xW'] = 100 * (s - t) / s
     return out
-
-# %% ../nbs/19_eval.ipynb #regime01
-NGRAM_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram', 4: '4-gram', 5: '5-gram'}
-
-def regime(nll:dict,               # method -> per-document NLL arrays: 'full' and references 'ngram1'..'ngram5'
-           n_boot:int=1000, seed:int=0, ci_method:str=CI_METHOD,
-          ) -> dict:               # beats, order, ppl_full, far_context_claims, label, orders {n: ppl, diff, lo, hi}
-    "Where the model stands: the highest order n such that it beats the n-grams of orders 1..n (paired CI of full - ngram_k below zero)."
-    T = max(len(x) for x in nll['full']); e = np.array([1, T + 1])
-    Sf, N = bin_sums(nll['full'], e); orders, best, chain = {}, 0, True
-    for n in sorted(int(m[5:]) for m in nll if is_reference(m)):
-        Sr, _ = bin_sums(nll[f'ngram{n}'], e)
-        d = bootstrap_diff(Sf, Sr, N, n_boot, seed, method=ci_method)
-        orders[str(n)] = dict(ppl=float(np.exp(Sr.sum() / N.sum())), diff=float(d['mean'][0]), lo=float(d['lo'][0]), hi=float(d['hi'][0]))
-        chain = chain and bool(d['hi'][0] < 0) and n == best + 1
-        if chain: best = n
-    name = NGRAM_NAMES.get(best, f'{best}-gram') if best else 'none'
-    far = best >= 3
-    label = (f"beats the {name} (paired CI)" if best else "beats no n-gram") + ("" if far else
-             ": does not beat the trigram, so it uses one or two tokens of context; no claim about far context")
-    return dict(beats=name, order=best, ppl_full=float(np.exp(Sf.sum() / N.sum())), far_context_claims=far, label=label,
-                rule='highest n with the paired CI of full - ngram_k (overall, nats/token) below zero for every k <= n', orders=orders)
-
-# %% ../nbs/19_eval.ipynb #holm01
-PRIMARY_RATIOS = (10, 20)   # the pre-declared primary endpoints: paired full - SW at 10W and 20W (the final checkpoint's)
-
-def _diff_entries(s:dict) -> list:
-    "[(label, dict, index or None)] for every paired difference in a summary (bins per bin, probes, truncation)."
-    out = []
-    for kind, b in s.get('bins', {}).items():
-        for k, d in b.get('diff', {}).items(): out += [(f'bins.{kind}[{i}] {k}', d, i) for i in range(len(d['mean']))]
-    for p in s.get('probes', []):
-        for k, d in p['diff'].items(): out.append((f'probe {fmt_r(p["r"])}xW {k}', d, None))
-    if 'diff' in s.get('truncation', {}): out.append(('truncation full-truncated', s['truncation']['diff'], None))
-    return out
-
-def adjust_multiplicity(s:dict,                      # a summary (`summarize`), changed in place: `p_holm`, `excludes_zero_holm`
-                        primary=PRIMARY_RATIOS,      # probe ratios of the primary endpoints
-                        alpha:float=0.05,            # family-wise error rate
-                       ) -> dict:                    # the `endpoints` block
-    "Holm within the primary endpoints and, separately, within every other paired difference (labelled exploratory)."
-    comps = [m for m in s['methods'] if m != 'full' and not is_reference(m)]
-    sw = next((m for m in ('sw_strided', 'sw_exact') if m in comps), None)
-    prim = {f'probe {fmt_r(r)}xW full-{sw}' for r in primary} if sw else set()
-    ents = _diff_entries(s)
-    for fam in (True, False):
-        es = [e for e in ents if (e[0] in prim) == fam]
-        p = np.array([(d['p'][i] if i is not None else d['p']) if d.get('p') is not None else np.nan for _, d, i in es], dtype=np.float64)
-        adj = ST.holm(p)
-        for (_, d, i), q in zip(es, adj):
-            q = None if not np.isfinite(q) else float(q)
-            if i is None: d['p_holm'], d['excludes_zero_holm'] = q, (q is not None and q < alpha)
-            else:
-                d.setdefault('p_holm', [None] * len(d['mean'])); d.setdefault('excludes_zero_holm', [False] * len(d['mean']))
-                d['p_holm'][i], d['excludes_zero_holm'][i] = q, (q is not None and q < alpha)
-    found = [e[0] for e in ents if e[0] in prim]
-    return dict(primary=sorted(found), primary_declared=sorted(prim), primary_missing=sorted(prim - set(found)),
-                exploratory=len(ents) - len(found), adjustment='holm', alpha=alpha,
-                note='primary: the final checkpoint\'s paired full - SW difference at 10W and 20W (Holm over the two); '
-                     'every other interval is exploratory (nominal CI; p_holm adjusted over all of them in this summary)')
 
 # %% ../nbs/19_eval.ipynb #970000f2
 def _truncation_block(nll:dict, W:int, n_boot:int, seed:int, ci_method:str=CI_METHOD) -> dict:
@@ -458,16 +342,6 @@ def _memory_block(model, docs, W, nll, S, kwargs) -> dict:
     except Exception as e:  # noqa: BLE001 (a failed instrument must not lose the evaluation)
         warnings.warn(f"memory_summary failed: {type(e).__name__}: {_one_line(e)[:300]}", stacklevel=3)
         return dict(error=f"{type(e).__name__}: {_one_line(e)[:300]}")
-
-# %% ../nbs/19_eval.ipynb #conv01
-def convergence(training:dict) -> dict:
-    "The summary's `convergence` block from the training block (`train_summary.json`): two-sided test, best and final held-out loss."
-    t = training or {}
-    out = {k: t.get(k) for k in ('converged', 'best_heldout_loss', 'final_heldout_loss', 'best_step', 'schedule_complete', 'heldout_split')}
-    out['test'] = t.get('convergence')
-    out['label'] = ('converged (two-sided test)' if t.get('converged') else 'not converged' if t.get('converged') is False
-                    else 'convergence unknown (no train_summary.json)')
-    return out
 
 # %% ../nbs/19_eval.ipynb #nllio
 def save_nll(nll:dict, doc_ids:list|None, path, docs_hash:str='') -> Path:
@@ -599,45 +473,6 @@ def load_summary(path) -> dict:
     d = json.loads(Path(path).read_text())
     if d.get('schema') != SCHEMA: raise ValueError(f"{path}: not a {SCHEMA} summary (schema={d.get('schema')!r})")
     return d
-
-# %% ../nbs/19_eval.ipynb #cedcc5da
-STUDY_BAR = 5   # the n-gram order a natural-text model must beat before its page claims anything (the regime issue: the 5-gram)
-
-def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
-    "Whether a final summary's model beats the n-grams up to `bar` (the highest fitted order if lower) by paired CI; None without a reference."
-    rg = (summary or {}).get('regime') or {}
-    if not rg.get('orders'): return None
-    return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
-
-def _sw_in(s:dict) -> str|None:
-    "The summary's sliding-window method (strided or exact), from its methods or else its probes' differences."
-    ms = s.get('methods') or {k[5:] for p in s.get('probes', []) for k in p['diff']}
-    return next((m for m in ('sw_strided', 'sw_exact') if m in ms), None)
-
-def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one setting, one per seed
-                  comparator:str|None=None, # the method compared with full context (default: each summary's sliding window)
-                  min_seeds:int=3,       # fewer seeds: no claim (SCIENCE.md rule 5: 5 on python-stdlib, 3 elsewhere)
-                  seeds:list|None=None,  # the seeds, for the verdicts (default 0, 1, ...)
-                 ) -> list[dict]:        # per probe r: seeds, per-seed mean difference and CI, verdict, models past the study's bar
-    "The seed rule, per probe: 'full better' / 'SW better' only with `min_seeds` seeds, every seed's paired CI excluding zero the same way and every seed's model above the trigram; else 'no claim: why'."
-    seeds = list(range(len(summaries))) if seeds is None else list(seeds)
-    weak = sorted(k for k, s in zip(seeds, summaries) if (s.get('regime') or {}).get('far_context_claims') is False)
-    bar = [past_bar(s) for s in summaries]
-    by_r = {}
-    for s in summaries:
-        m = comparator or _sw_in(s)
-        for p in s['probes']:
-            if m and f'full-{m}' in p['diff']: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{m}'])
-    name = 'SW' if (comparator or 'sw').startswith('sw') else comparator
-    out = []
-    for r, ds in sorted(by_r.items()):
-        below, above = all(d['hi'] < 0 for d in ds), all(d['lo'] > 0 for d in ds)
-        v = f'no claim: {len(ds)} of {min_seeds} seeds' if len(ds) < min_seeds else 'full better' if below else f'{name} better' if above else 'no claim'
-        if weak and not v.startswith('no claim'): v = f"no claim: below the trigram in seed(s) {', '.join(map(str, weak))} (else {v})"
-        out.append(dict(r=r, seeds=len(ds), seeds_needed=min_seeds, mean=[d['mean'] for d in ds], lo=[d['lo'] for d in ds], hi=[d['hi'] for d in ds],
-                        verdict=v, excluding_zero=sum(d['hi'] < 0 or d['lo'] > 0 for d in ds), past_bar=None if None in bar else sum(bar)))
-    return out
-
 
 # %% ../nbs/19_eval.ipynb #7f6936c4
 _OLD_KEY = re.compile(r'^(ttt_ppl|sw_ppl|improvement)_at_([0-9]+(?:\.[0-9]+)?)x_?W$')

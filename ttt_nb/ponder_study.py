@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .eval import bootstrap_diff, bootstrap_ppl
 from .ponder import KS, SIGNALS, Controller, Fixed, PonderLM, PonderResult, RandomK, calibrate, mean_k, model_flops, oracle_at_mean_k, oracle_docs, ponder_run, realized_mix, run_docs
+from .stats import bootstrap_diff, bootstrap_ppl
 
 # %% auto #0
 __all__ = ['lr_schedule', 'train_lm', 'doc_pieces', 'doc_sums', 'summarize_method', 'paired_diff', 'mean_result',

@@ -19,6 +19,7 @@ from ..core import utc_now as _now
 from ..core import write_json_atomic
 from .run import _hw, compare_table, load_run, table_markdown
 from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label, save_figure
+from ..rules import STUDY_BAR, seed_verdicts
 
 # %% auto #0
 __all__ = ['COMPARE_TITLES', 'final_losses', 'paired_difference', 'paired_runs', 'paired_markdown', 'compare_caption',
@@ -39,7 +40,7 @@ def paired_difference(a:tuple,            # (nll dict, doc names) of run A (`fin
                       positions,          # absolute positions P: bins [P - h, P + h)
                       halfwidth:int,      # h
                       method_a:str='full', method_b:str='full',
-                      ci_method:str=E.CI_METHOD, n_boot:int=1000, seed:int=0,
+                      ci_method:str=ST.CI_METHOD, n_boot:int=1000, seed:int=0,
                      ) -> tuple[list, np.ndarray, np.ndarray]: # rows, and S [D, K], N [D, K] per common document
     "A - B NLL per absolute position bin, paired by document name, over the positions both runs scored."
     (na, ia), (nb_, ib) = a, b
@@ -100,7 +101,7 @@ def _pairs(runs:list, drop:str) -> list:
 # %% ../../nbs/27_curriculum.compare.ipynb #paired3
 def paired_runs(runs:list,                 # `load_run` dicts (final checkpoints evaluated with per-document losses)
                 ratios=(1, 2, 5, 10, 20),  # positions r * (the larger W), up to 20 * the smaller W (where the documents end)
-                n_boot:int=1000, seed:int=0, ci_method:str=E.CI_METHOD,
+                n_boot:int=1000, seed:int=0, ci_method:str=ST.CI_METHOD,
                ) -> list[dict]:            # one row per comparison, seed ('pooled': documents x seeds) and position
     "W against W (full context, same absolute positions, same documents), state passing against none, and each arm (control, initial state) against the default arm, paired by document and seed."
     rows, pools = [], {}
@@ -147,7 +148,7 @@ def compare_caption(runs:list, extra:str='') -> str:
     ns = sorted({len(v) for v in seeds.values()})
     parts.append(f"Seeds per setting: {', '.join(f'{k}: {sorted(v)}' for k, v in seeds.items())}"
                  + (' (single seed: no claim across seeds).' if ns == [1] else '.'))
-    parts.append(f'Bands: 95% CI over documents ({E.CI_METHOD}: {ST.CI_METHODS[E.CI_METHOD]}).')
+    parts.append(f'Bands: 95% CI over documents ({ST.CI_METHOD}: {ST.CI_METHODS[ST.CI_METHOD]}).')
     if extra: parts.append(extra)
     return ' '.join(parts)
 
@@ -167,7 +168,7 @@ def compare_runs(run_dirs:list, # curriculum run folders
     table = compare_table(runs)
     try: paired = paired_runs(runs)
     except FileNotFoundError as e: paired = []; warnings.warn(f"no paired comparisons across runs: {e}", stacklevel=2)
-    write_json_atomic(dict(runs=[r['dir'] for r in runs], table=table, figures=figs, paired=paired, ci_method=E.CI_METHOD,
+    write_json_atomic(dict(runs=[r['dir'] for r in runs], table=table, figures=figs, paired=paired, ci_method=ST.CI_METHOD,
                            paired_note='A - B at the same absolute positions on the same documents (by name), per seed and pooled over '
                                        '(document, seed) units; exploratory intervals', created=_now()), out / 'compare.json')
     return dict(runs=runs, figures=figs, table=table, paired=paired)
@@ -190,16 +191,16 @@ def min_seeds_for(corpus:str) -> int:
     return 5 if Path(str(corpus)).name == 'python-stdlib' else 3
 
 def seed_claims(runs:list, min_seeds:int|None=None) -> list[dict]:
-    "`eval.seed_verdicts` (the seed rule) per setting of the runs, each setting's seeds needed from its corpus (`min_seeds_for`) unless `min_seeds` is given."
+    "`rules.seed_verdicts` (the seed rule) per setting of the runs, each setting's seeds needed from its corpus (`min_seeds_for`) unless `min_seeds` is given."
     groups = {}
     for r in runs: groups.setdefault(run_label(r, seed=False) + ', ' + r['config']['train']['corpus'], []).append(r)
     return [dict(setting=g, **v) for g, rs in groups.items()
-            for v in E.seed_verdicts([r['summaries'][-1] for r in rs], min_seeds=min_seeds or min_seeds_for(rs[0]['config']['train']['corpus']),
+            for v in seed_verdicts([r['summaries'][-1] for r in rs], min_seeds=min_seeds or min_seeds_for(rs[0]['config']['train']['corpus']),
                                    seeds=[r['config']['train']['seed'] for r in rs])]
 
 def claims_markdown(rows:list) -> str:
     "A markdown table of `seed_claims`."
-    out = [f'| setting | r | seeds | full - SW per seed (nats/token) | CIs excluding zero | verdict | models past the {E.STUDY_BAR}-gram |', '|---|---|---|---|---|---|---|']
+    out = [f'| setting | r | seeds | full - SW per seed (nats/token) | CIs excluding zero | verdict | models past the {STUDY_BAR}-gram |', '|---|---|---|---|---|---|---|']
     for w in rows:
         pb = w.get('past_bar'); pb = 'no reference' if pb is None else f"{pb}/{w['seeds']}"
         out.append(f"| {w['setting']} | {w['r']:g} | {w['seeds']} | {', '.join(f'{m:+.4f}' for m in w['mean'])} | {w['excluding_zero']}/{w['seeds']} | {w['verdict']} | {pb} |")
@@ -214,7 +215,7 @@ def show_comparison(res:dict):
     display(Markdown('**Runs:** ' + '; '.join(f"`{r['name']}` ({run_label(r)}, {r['config']['train']['corpus']})" for r in runs)))
     display(Markdown('**Final checkpoints, probe points** (95% CIs over documents, studentized bootstrap):\n\n' + table_markdown(res['table'])))
     display(Markdown('**Claims across seeds** (the seed rule: 5 seeds on python-stdlib, 3 elsewhere, every paired CI excluding zero the same way and every model above the trigram; '
-                     f'the last column counts the models that also beat the {E.STUDY_BAR}-gram, the study\'s bar, below which a run page claims nothing):\n\n'
+                     f'the last column counts the models that also beat the {STUDY_BAR}-gram, the study\'s bar, below which a run page claims nothing):\n\n'
                      + claims_markdown(seed_claims(runs))))
     if res.get('paired'):
         display(Markdown('**Paired across runs** (A - B at the same absolute positions on the same documents; per seed and pooled; '

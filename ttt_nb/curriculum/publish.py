@@ -22,8 +22,8 @@ from .compare import COMPARE_TITLES
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
 from .status import _read_json
 from .sweep import execute_template
-from ..eval import STUDY_BAR, fmt_r, past_bar
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
+from ..rules import STUDY_BAR, fmt_r, past_bar
 
 # %% auto #0
 __all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title',

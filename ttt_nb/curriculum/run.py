@@ -24,9 +24,9 @@ from ..config import BACKBONES
 from ..core import hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
 from .status import _read_json, _read_log
-from ..eval import PROBE_RATIOS, fmt_r
 from ..model import carry_from_param
 from ..plots import curriculum_figures, probe_series, run_label, sw_method
+from ..rules import PROBE_RATIOS, fmt_r
 
 # %% auto #0
 __all__ = ['FIGURE_TITLES', 'curriculum_config', 'probe_ratios', 'eval_documents', 'summary_entry', 'memory_scale', 'memory_note',
@@ -225,7 +225,7 @@ def _eval_checkpoint(out:Path, cfg:dict, tcfg, ts:dict, docs:list, dinfo:dict, s
     W, name = cfg['W'], f'step_{step:06d}'
     old = _read_json(out / 'eval' / f'{name}.json')
     if old and old.get('data', {}).get('docs_hash') == _docs_hash(docs) and all(
-            old['config'].get(k) == v for k, v in (('stride', cfg['eval']['stride']), ('truncation', cfg['eval']['truncation']), ('n_boot', cfg['eval']['n_boot']), ('ci_method', E.CI_METHOD))):
+            old['config'].get(k) == v for k, v in (('stride', cfg['eval']['stride']), ('truncation', cfg['eval']['truncation']), ('n_boot', cfg['eval']['n_boot']), ('ci_method', STATS.CI_METHOD))):
         return old, False   # evaluated before this run was resumed: same documents, same settings
     prog(current=step)
     t0 = time.time()
