@@ -15,14 +15,16 @@ import numpy as np
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from .rules import is_reference, sw_method  # numpy only: the figures stay free of torch
+
 # %% auto #0
-__all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'FIG_DPI', 'SIGNAL_COLORS', 'is_reference', 'references', 'compared',
-           'regime_note', 'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure', 'save_all',
-           'plot_phase', 'plot_effrem', 'plot_recall', 'sw_method', 'run_backbone', 'run_arm', 'run_label',
-           'probe_series', 'plot_evolution', 'plot_probes_over_training', 'plot_training', 'carry_series',
-           'plot_carry_over_training', 'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution',
-           'plot_compare_position', 'plot_compare_training', 'plot_ponder_plane', 'plot_ponder_paired',
-           'plot_ponder_allocation', 'plot_ponder_signal_gain']
+__all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'FIG_DPI', 'SIGNAL_COLORS', 'references', 'compared', 'regime_note',
+           'caption', 'plot_position', 'plot_difference', 'plot_length_sweep', 'save_figure', 'save_all', 'plot_phase',
+           'plot_effrem', 'plot_recall', 'run_backbone', 'run_arm', 'run_label', 'probe_series', 'plot_evolution',
+           'plot_probes_over_training', 'plot_training', 'carry_series', 'plot_carry_over_training',
+           'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position',
+           'plot_compare_training', 'plot_ponder_plane', 'plot_ponder_paired', 'plot_ponder_allocation',
+           'plot_ponder_signal_gain']
 
 # %% ../nbs/20_plots.ipynb #b5c24f74
 DPI = 120
@@ -37,10 +39,6 @@ def _label(summary, m):
     return LABELS.get(m, m)
 
 def _yesno(v): return 'unknown' if v is None else 'yes' if v else 'NO'
-
-def is_reference(method:str) -> bool:
-    "An n-gram reference (`ngram1`..`ngram5`): drawn as a thin gray line, never as a compared method."
-    return bool(re.fullmatch(r'ngram\d+', method))
 
 def references(summary:dict) -> list:
     "The summary's reference methods (`summary['references']`; older summaries have none)."
@@ -342,10 +340,6 @@ def plot_recall(recall,            # a `recall_summary` dict, or {label: recall_
 
 # %% ../nbs/20_plots.ipynb #7086201d
 FIG_DPI = 110  # PNGs of the curriculum pages on the results site: small
-
-def sw_method(summary:dict) -> str|None:
-    "The sliding-window method of a summary: 'sw_strided', else 'sw_exact', else None."
-    return next((m for m in ('sw_strided', 'sw_exact') if m in summary['methods']), None)
 
 def run_backbone(run:dict) -> str:
     "'Mamba' for the official gated conv-Q/K backbone, else '' (TTT as the only token mixer)."

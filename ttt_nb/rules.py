@@ -14,7 +14,7 @@ from .stats import CI_METHOD, bin_sums, bootstrap_diff
 
 # %% auto #0
 __all__ = ['PROBE_RATIOS', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'STUDY_BAR', 'fmt_r', 'probe_edges', 'is_reference', 'regime',
-           'adjust_multiplicity', 'convergence', 'past_bar', 'seed_verdicts']
+           'adjust_multiplicity', 'convergence', 'past_bar', 'sw_method', 'seed_verdicts']
 
 # %% ../nbs/19b_rules.ipynb #516c71f1
 PROBE_RATIOS = (0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -111,9 +111,9 @@ def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
     if not rg.get('orders'): return None
     return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
 
-def _sw_in(s:dict) -> str|None:
-    "The summary's sliding-window method (strided or exact), from its methods or else its probes' differences."
-    ms = s.get('methods') or {k[5:] for p in s.get('probes', []) for k in p['diff']}
+def sw_method(summary:dict) -> str|None:
+    "The sliding-window method of a summary: 'sw_strided', else 'sw_exact', else None (from its methods, or else its probes' differences)."
+    ms = summary.get('methods') or {k[5:] for p in summary.get('probes', []) for k in p['diff']}
     return next((m for m in ('sw_strided', 'sw_exact') if m in ms), None)
 
 def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one setting, one per seed
@@ -127,7 +127,7 @@ def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one
     bar = [past_bar(s) for s in summaries]
     by_r = {}
     for s in summaries:
-        m = comparator or _sw_in(s)
+        m = comparator or sw_method(s)
         for p in s['probes']:
             if m and f'full-{m}' in p['diff']: by_r.setdefault(p['r'], []).append(p['diff'][f'full-{m}'])
     name = 'SW' if (comparator or 'sw').startswith('sw') else comparator

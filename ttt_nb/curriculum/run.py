@@ -25,8 +25,8 @@ from ..core import hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
 from .status import _read_json, _read_log
 from ..model import carry_from_param
-from ..plots import curriculum_figures, probe_series, run_label, sw_method
-from ..rules import PROBE_RATIOS, fmt_r
+from ..plots import curriculum_figures, probe_series, run_label
+from ..rules import PROBE_RATIOS, fmt_r, sw_method
 
 # %% auto #0
 __all__ = ['FIGURE_TITLES', 'curriculum_config', 'probe_ratios', 'eval_documents', 'summary_entry', 'memory_scale', 'memory_note',
