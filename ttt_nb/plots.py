@@ -15,7 +15,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from .rules import is_reference, sw_method  # numpy only: the figures stay free of torch
+from .rules import STUDY_BAR, is_reference, past_bar, sw_method  # numpy only: the figures stay free of torch
 
 # %% auto #0
 __all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'FIG_DPI', 'SIGNAL_COLORS', 'references', 'compared', 'regime_note',
@@ -55,7 +55,7 @@ def _ci_text(summary:dict) -> str:
     return 'Bands: 95% bootstrap CI over documents.'
 
 def regime_note(summary:dict) -> str:
-    "Where the model stands against the n-gram references: '' without them; a warning when it does not beat the trigram."
+    "Where the model stands against the n-gram references: '' without them; a warning when it does not beat the trigram, or the study's bar (the 5-gram)."
     refs = references(summary); rg = summary.get('regime')
     if not refs and not rg: return ''
     orders = ', '.join(r[5:] for r in refs)
@@ -65,7 +65,9 @@ def regime_note(summary:dict) -> str:
         weak = summary['overall']['full']['ppl'] >= summary['overall']['ngram3']['ppl']; how = 'overall PPL, no CI'
     else: return out
     if weak: return (out + f" The model does not beat the trigram ({how}): it uses one or two tokens of context; no claim about far context.").strip()
-    return (out + (f" The model beats the {rg['beats']} ({how})." if rg else f" The model beats the trigram ({how}).")).strip()
+    if not rg: return (out + f" The model beats the trigram ({how}).").strip()
+    bar = '' if past_bar(summary) is not False else f" It does not beat the {STUDY_BAR}-gram, the study's bar: this model alone carries no claim."
+    return (out + f" The model beats the {rg['beats']} ({how})." + bar).strip()
 
 def caption(summary:dict, # an `evaluate_run` summary
             extra:str='', # a sentence to append

@@ -26,8 +26,8 @@ from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
 from ..rules import STUDY_BAR, fmt_r, past_bar
 
 # %% auto #0
-__all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'regime_note', 'set_regime_note', 'page_title',
-           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'set_regime_notes', 'refresh_published',
+__all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'page_note', 'set_page_note', 'page_title',
+           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'set_page_notes', 'refresh_published',
            'results_markdown', 'write_results_page']
 
 # %% ../../nbs/29_curriculum.publish.ipynb #260757c3
@@ -65,7 +65,7 @@ def summary_from_entry(e:dict) -> dict:
         order=_ORDER.get(name, int(name.split('-')[0]) if name.split('-')[0].isdigit() else 0), ppl_full=e['ttt_ppl_overall'],
         orders={str(k): dict(ppl=v) for k, v in e['ngram_ppl_overall'].items()}))
 
-def regime_note(summary:dict, # a final checkpoint's summary (`summarize`) with its `regime` block, or `summary_from_entry`
+def page_note(summary:dict, # a final checkpoint's summary (`summarize`) with its `regime` block, or `summary_from_entry`
                 bar:int=STUDY_BAR, # the order the study asks its models to beat
                 regime_page:str=None, # a link to the page that sets the bar (relative to the page)
                ) -> str: # markdown
@@ -96,18 +96,18 @@ def regime_note(summary:dict, # a final checkpoint's summary (`summarize`) with 
 _NOTE = 'regime_note'
 REGIME_PAGES = {'wikitext-2-raw': 'regime-wikitext.qmd'}   # corpus -> the site page of its regime sweep (default regime.qmd)
 
-def set_regime_note(nb_path, # a run page
+def set_page_note(nb_path, # a run page
                     summary:dict|None, # its final checkpoint's summary (None: no note)
                     reports_dir=None, # the site folder (for the link to regime.qmd)
                    ) -> bool: # whether the page has a note now
-    "Put `regime_note` at the top of a run page (after its front matter), replacing an older one; `summary=None` removes it. Idempotent."
+    "Put `page_note` at the top of a run page (after its front matter), replacing an older one; `summary=None` removes it. Idempotent."
     p = Path(nb_path); nb = nbformat.read(str(p), as_version=4)
     nb.cells = [c for c in nb.cells if not c.metadata.get('ttt_nb', {}).get(_NOTE)]
     rep = Path(reports_dir) if reports_dir else p.parent.parent
     corpus = Path(str(((summary or {}).get('ngram') or {}).get('fitted_on', {}).get('corpus', ''))).name
     page = rep / REGIME_PAGES.get(corpus, 'regime.qmd')   # the regime page of the run's corpus
     link = os.path.relpath(page, p.parent) if page.exists() else None
-    md = None if summary is None else regime_note(summary, regime_page=link)
+    md = None if summary is None else page_note(summary, regime_page=link)
     if md:
         cell = nbformat.v4.new_markdown_cell(md, id='regime-note'); cell.metadata['ttt_nb'] = {_NOTE: True}   # a fixed id: rewriting the note changes only its text
         at = 1 if nb.cells and nb.cells[0].cell_type == 'raw' and nb.cells[0].source.startswith('---') else 0
@@ -168,7 +168,7 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
         if (d / f).exists(): shutil.copy(d / f, data / f)
     if run['summaries']:                                       # the final checkpoint's whole summary: EffRem, phase loss, bins
         (data / 'final_eval.json').write_text(json.dumps(run['summaries'][-1]))
-        set_regime_note(page, run['summaries'][-1], reports_dir)
+        set_page_note(page, run['summaries'][-1], reports_dir)
     return dict(page=str(page), data=str(data))
 
 # %% ../../nbs/29_curriculum.publish.ipynb #4bc36a2a
@@ -234,13 +234,13 @@ def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
                 if figure_dir is not None and title and (Path(figure_dir) / f'{title}.png').exists(): (Path(figure_dir) / f'{title}.png').write_bytes(new)
     return changed
 
-def set_regime_notes(reports_dir='reports') -> int: # the pages noted
-    "`set_regime_note` on every run page of the site, from its `final_eval.json` or else its last `all_summaries.json` entry."
+def set_page_notes(reports_dir='reports') -> int: # the pages noted
+    "`set_page_note` on every run page of the site, from its `final_eval.json` or else its last `all_summaries.json` entry."
     n = 0
     for p in sorted((Path(reports_dir) / 'curriculum').glob('*.ipynb')):
         es = _read_json(p.with_suffix('') / 'all_summaries.json') or []
         fin = _read_json(p.with_suffix('') / 'final_eval.json') or (summary_from_entry(es[-1]) if es else None)
-        n += set_regime_note(p, fin, reports_dir)
+        n += set_page_note(p, fin, reports_dir)
     return n
 
 def refresh_published(reports_dir='reports', # the site folder
@@ -253,7 +253,7 @@ def refresh_published(reports_dir='reports', # the site folder
         nb = nbformat.read(str(p), as_version=4)
         done[str(p)] = _refresh_outputs(nb, run, compare_table([run]))
         nbformat.write(nb, str(p)); set_page(p, page_title(run), rep)
-    set_regime_notes(rep)
+    set_page_notes(rep)
     for p in sorted(rep.glob('compare*.ipynb')):
         cj = _read_json(p.with_suffix('') / 'compare.json') or {}
         nb = nbformat.read(str(p), as_version=4)
