@@ -23,7 +23,7 @@ from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_n
 from .status import _read_json
 from .sweep import execute_template
 from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
-from ..rules import STUDY_BAR, fmt_r, past_bar
+from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, past_bar
 
 # %% auto #0
 __all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'page_note', 'set_page_note', 'page_title',
@@ -55,14 +55,12 @@ def slim_notebook(src, dst, shrink:bool=True) -> Path:
     return dst
 
 # %% ../../nbs/29_curriculum.publish.ipynb #9e6a1c01
-_ORDER = {'none': 0, 'unigram': 1, 'bigram': 2, 'trigram': 3}
-
 def summary_from_entry(e:dict) -> dict:
     "A summary-shaped dict with the `regime` block rebuilt from an `all_summaries.json` entry (PPLs only, no paired differences), for pages published without `final_eval.json`."
     if not e.get('ngram_ppl_overall'): return dict(n_docs=e.get('n_docs'))
     name = e.get('regime') or 'none'
     return dict(n_docs=e.get('n_docs'), ngram=e.get('ngram') or {}, regime=dict(
-        order=_ORDER.get(name, int(name.split('-')[0]) if name.split('-')[0].isdigit() else 0), ppl_full=e['ttt_ppl_overall'],
+        order={v: k for k, v in NGRAM_NAMES.items()}.get(name, 0), ppl_full=e['ttt_ppl_overall'],
         orders={str(k): dict(ppl=v) for k, v in e['ngram_ppl_overall'].items()}))
 
 def page_note(summary:dict, # a final checkpoint's summary (`summarize`) with its `regime` block, or `summary_from_entry`
@@ -76,7 +74,7 @@ def page_note(summary:dict, # a final checkpoint's summary (`summarize`) with it
                 "is not shown to beat even the trigram; **this page claims nothing** about far context.")
     o, top = rg['orders'], max(int(k) for k in rg['orders'])
     bar = min(bar, top); best = int(rg.get('order') or 0)
-    name = lambda n: f'{n}-gram' if n > 3 else {1: 'unigram', 2: 'bigram', 3: 'trigram'}[n]
+    name = lambda n: NGRAM_NAMES.get(n, f'{n}-gram')
     cmp = lambda n: (f"PPL {rg['ppl_full']:.3f} against the {name(n)}'s {o[str(n)]['ppl']:.3f}" + (
                      f", full - {name(n)} {o[str(n)]['diff']:+.3f} [{o[str(n)]['lo']:+.3f}, {o[str(n)]['hi']:+.3f}] nats/token"
                      if o[str(n)].get('diff') is not None else ''))
