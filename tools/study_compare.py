@@ -48,7 +48,7 @@ PAGES = {
     'compare-study-wikitext-q1': ("The study on WikiText-2 raw, question 1: state passing, none, another sequence's final "
                                   'state, a noise initial state, W = 64', WIKI, (64,), Q1, False),
     'compare-study-wikitext-w128': ('The study on WikiText-2 raw, question 2: W = 128 against W = 64 at the same positions, '
-                                    'every arm', WIKI, (64, 128), Q1, True),
+                                    'the arms with seeds finished at both windows', WIKI, (64, 128), Q1, True),
     'compare-study-wikitext-controls': ('The study on WikiText-2 raw, question 3: the controls (no inner loop, carry frozen on '
                                         'and off) against SP and no SP, W = 64', WIKI, (64,),
                                         ('sp', 'nosp', 'noinnerloop', 'carryon', 'carryoff'), False),
