@@ -64,9 +64,9 @@ def summary_from_entry(e:dict) -> dict:
         orders={str(k): dict(ppl=v) for k, v in e['ngram_ppl_overall'].items()}))
 
 def page_note(summary:dict, # a final checkpoint's summary (`summarize`) with its `regime` block, or `summary_from_entry`
-                bar:int=STUDY_BAR, # the order the study asks its models to beat
-                regime_page:str=None, # a link to the page that sets the bar (relative to the page)
-               ) -> str: # markdown
+              bar:int=STUDY_BAR, # the order the study asks its models to beat
+              regime_page:str=None, # a link to the page that sets the bar (relative to the page)
+             ) -> str: # markdown
     "The sentence at the top of a run page: where the model stands against the n-grams, and whether the page may claim anything."
     rg = (summary or {}).get('regime')
     if not rg or not rg.get('orders'):
@@ -95,9 +95,9 @@ _NOTE = 'regime_note'
 REGIME_PAGES = {'wikitext-2-raw': 'regime-wikitext.qmd'}   # corpus -> the site page of its regime sweep (default regime.qmd)
 
 def set_page_note(nb_path, # a run page
-                    summary:dict|None, # its final checkpoint's summary (None: no note)
-                    reports_dir=None, # the site folder (for the link to regime.qmd)
-                   ) -> bool: # whether the page has a note now
+                  summary:dict|None, # its final checkpoint's summary (None: no note)
+                  reports_dir=None, # the site folder (for the link to its corpus's regime page)
+                 ) -> bool: # whether the page has a note now
     "Put `page_note` at the top of a run page (after its front matter), replacing an older one; `summary=None` removes it. Idempotent."
     p = Path(nb_path); nb = nbformat.read(str(p), as_version=4)
     nb.cells = [c for c in nb.cells if not c.metadata.get('ttt_nb', {}).get(_NOTE)]
