@@ -232,14 +232,15 @@ def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
                 if figure_dir is not None and title and (Path(figure_dir) / f'{title}.png').exists(): (Path(figure_dir) / f'{title}.png').write_bytes(new)
     return changed
 
+def _final_summary(data_dir:Path, entries:list) -> dict|None:
+    "A published page's final summary: its `final_eval.json`, else one rebuilt from its last `all_summaries.json` entry."
+    return _read_json(data_dir / 'final_eval.json') or (summary_from_entry(entries[-1]) if entries else None)
+
 def set_page_notes(reports_dir='reports') -> int: # the pages noted
     "`set_page_note` on every run page of the site, from its `final_eval.json` or else its last `all_summaries.json` entry."
-    n = 0
-    for p in sorted((Path(reports_dir) / 'curriculum').glob('*.ipynb')):
-        es = _read_json(p.with_suffix('') / 'all_summaries.json') or []
-        fin = _read_json(p.with_suffix('') / 'final_eval.json') or (summary_from_entry(es[-1]) if es else None)
-        n += set_page_note(p, fin, reports_dir)
-    return n
+    pages = sorted((Path(reports_dir) / 'curriculum').glob('*.ipynb'))
+    return sum(set_page_note(p, _final_summary(p.with_suffix(''), _read_json(p.with_suffix('') / 'all_summaries.json') or []), reports_dir)
+               for p in pages)
 
 def refresh_published(reports_dir='reports', # the site folder
                       compare_titles:dict=None, # {page name: title} of the comparison pages (default: from their runs)
@@ -251,7 +252,7 @@ def refresh_published(reports_dir='reports', # the site folder
         nb = nbformat.read(str(p), as_version=4)
         done[str(p)] = _refresh_outputs(nb, run, compare_table([run]))
         nbformat.write(nb, str(p)); set_page(p, page_title(run), rep)
-    set_page_notes(rep)
+        set_page_note(p, _final_summary(p.with_suffix(''), run['entries']), rep)   # the entries already read, not again
     for p in sorted(rep.glob('compare*.ipynb')):
         cj = _read_json(p.with_suffix('') / 'compare.json') or {}
         nb = nbformat.read(str(p), as_version=4)
