@@ -13,8 +13,8 @@ from . import stats as ST
 from .stats import CI_METHOD, bin_sums, bootstrap_diff
 
 # %% auto #0
-__all__ = ['PROBE_RATIOS', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'STUDY_BAR', 'fmt_r', 'probe_edges', 'is_reference', 'regime',
-           'adjust_multiplicity', 'convergence', 'past_bar', 'sw_method', 'seed_verdicts']
+__all__ = ['PROBE_RATIOS', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'STUDY_BAR', 'fmt_r', 'probe_edges', 'is_reference', 'sw_method',
+           'regime', 'adjust_multiplicity', 'convergence', 'past_bar', 'seed_verdicts']
 
 # %% ../nbs/19b_rules.ipynb #516c71f1
 PROBE_RATIOS = (0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -31,6 +31,12 @@ def probe_edges(W:int, ratios=PROBE_RATIOS, halfwidth:int|None=None) -> dict:
 def is_reference(method:str) -> bool:
     "A reference method (the n-gram's `ngram1`..`ngram5`): binned and probed like the model, never an SW comparator."
     return bool(re.fullmatch(r'ngram\d+', method))
+
+def sw_method(summary:dict) -> str|None:
+    "The sliding-window method of a summary: 'sw_strided', else 'sw_exact', else None (from its methods, or else its probes' differences)."
+    ms = summary.get('methods') or {k[5:] for p in summary.get('probes', []) for k in p['diff']}
+    return next((m for m in ('sw_strided', 'sw_exact') if m in ms), None)
+
 
 # %% ../nbs/19b_rules.ipynb #regime01
 NGRAM_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram', 4: '4-gram', 5: '5-gram'}
@@ -72,8 +78,7 @@ def adjust_multiplicity(s:dict,                      # a summary (`summarize`), 
                         alpha:float=0.05,            # family-wise error rate
                        ) -> dict:                    # the `endpoints` block
     "Holm within the primary endpoints and, separately, within every other paired difference (labelled exploratory)."
-    comps = [m for m in s['methods'] if m != 'full' and not is_reference(m)]
-    sw = next((m for m in ('sw_strided', 'sw_exact') if m in comps), None)
+    sw = sw_method(s)
     prim = {f'probe {fmt_r(r)}xW full-{sw}' for r in primary} if sw else set()
     ents = _diff_entries(s)
     for fam in (True, False):
@@ -110,11 +115,6 @@ def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
     rg = (summary or {}).get('regime') or {}
     if not rg.get('orders'): return None
     return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
-
-def sw_method(summary:dict) -> str|None:
-    "The sliding-window method of a summary: 'sw_strided', else 'sw_exact', else None (from its methods, or else its probes' differences)."
-    ms = summary.get('methods') or {k[5:] for p in summary.get('probes', []) for k in p['diff']}
-    return next((m for m in ('sw_strided', 'sw_exact') if m in ms), None)
 
 def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one setting, one per seed
                   comparator:str|None=None, # the method compared with full context (default: each summary's sliding window)
