@@ -10,7 +10,7 @@ __all__ = []
 #| eval: false
 import importlib
 
-_MODULES = ('status', 'run', 'compare', 'sweep', 'publish')   # in layer order: each imports only those before it
+_MODULES = ('figures', 'status', 'run', 'compare', 'sweep', 'publish')   # in layer order: each imports only those before it
 
 def __getattr__(name:str):
     "A public name of the package's modules, found in layer order and imported on first use."

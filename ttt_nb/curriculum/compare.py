@@ -17,8 +17,9 @@ from .. import eval as E
 from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
+from .figures import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label
 from .run import _hw, compare_table, load_run, table_markdown
-from ..plots import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label, save_figure
+from ..plots import save_figure
 from ..rules import STUDY_BAR, seed_verdicts
 
 # %% auto #0

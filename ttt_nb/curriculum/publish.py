@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 
 from .compare import COMPARE_TITLES
+from .figures import FIG_DPI, plot_probes_over_training, run_label
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
 from .status import _read_json
 from .sweep import execute_template
-from ..plots import FIG_DPI, plot_probes_over_training, run_label, save_figure
+from ..plots import save_figure
 from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, past_bar
 
 # %% auto #0

@@ -23,9 +23,9 @@ from ..checkpoint import list_checkpoints
 from ..config import BACKBONES
 from ..core import hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
+from .figures import curriculum_figures, probe_series, run_label
 from .status import _read_json, _read_log
 from ..model import carry_from_param
-from ..plots import curriculum_figures, probe_series, run_label
 from ..rules import PROBE_RATIOS, fmt_r, sw_method
 
 # %% auto #0

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from ..core import utc_now as _now
 from ..core import write_json_atomic
+from .figures import probe_series
 from .status import _fmt_s, _read_json, read_status
-from ..plots import probe_series
 
 # %% auto #0
 __all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'set_state',
