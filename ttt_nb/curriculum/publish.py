@@ -233,15 +233,16 @@ def _refresh_outputs(nb, run=None, table=None, figure_dir=None) -> int:
                 if figure_dir is not None and title and (Path(figure_dir) / f'{title}.png').exists(): (Path(figure_dir) / f'{title}.png').write_bytes(new)
     return changed
 
-def _final_summary(data_dir:Path, entries:list) -> dict|None:
-    "A published page's final summary: its `final_eval.json`, else one rebuilt from its last `all_summaries.json` entry."
-    return _read_json(data_dir / 'final_eval.json') or (summary_from_entry(entries[-1]) if entries else None)
+def _final_summary(data_dir:Path, entries:list|None=None) -> dict|None:
+    "A published page's final summary: its `final_eval.json`, else one rebuilt from its last `all_summaries.json` entry (`entries`, when already read)."
+    if (fin := _read_json(data_dir / 'final_eval.json')): return fin
+    es = entries if entries is not None else _read_json(data_dir / 'all_summaries.json') or []
+    return summary_from_entry(es[-1]) if es else None
 
 def set_page_notes(reports_dir='reports') -> int: # the pages noted
     "`set_page_note` on every run page of the site, from its `final_eval.json` or else its last `all_summaries.json` entry."
     pages = sorted((Path(reports_dir) / 'curriculum').glob('*.ipynb'))
-    return sum(set_page_note(p, _final_summary(p.with_suffix(''), _read_json(p.with_suffix('') / 'all_summaries.json') or []), reports_dir)
-               for p in pages)
+    return sum(set_page_note(p, _final_summary(p.with_suffix('')), reports_dir) for p in pages)
 
 def refresh_published(reports_dir='reports', # the site folder
                       compare_titles:dict=None, # {page name: title} of the comparison pages (default: from their runs)
