@@ -13,7 +13,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -51,9 +50,19 @@ from .build import build_model, data_pieces, mini_batch_size
 from .config import TrainConfig, milestone_steps, resolve_wandb_mode
 from .dist import Dist, TBPTTUnroll, data_parallel, full_state, grad_sync, load_full_state, resolve_dist_mode, unshard_root
 from .optim import lr_at, param_groups
+from ttt_nb.train.runfolder import (
+    RunInUse,
+    check_resume,
+    clear_partial,
+    lock_run_dir,
+    prune_periodic,
+    run_identity,
+    start_run_files,
+    unlock_run_dir,
+)
 
 # %% auto #0
-__all__ = ['MIN_CONVERGENCE_TOKENS', 'NonFiniteLoss', 'Trainer', 'RunInUse', 'heldout_convergence']
+__all__ = ['MIN_CONVERGENCE_TOKENS', 'NonFiniteLoss', 'Trainer', 'heldout_convergence']
 
 # %% ../../nbs/18_train.loop.ipynb #4d819db3
 def _rng_state() -> dict:
@@ -264,19 +273,10 @@ def eval_heldout(self:Trainer) -> float:
     return (s[0].sum() / s[1].sum()).item() if s[1].sum() > 0 else float('nan')
 
 # %% ../../nbs/18_train.loop.ipynb #a0f35f34
-_CONFIG_BOOKKEEPING = ('transformers_version', 'torch_dtype', 'dtype', 'architectures', 'output_attentions', 'output_hidden_states',
-                       'return_dict', 'use_cache')
-
 @patch
 def _identity(self:Trainer) -> dict:
-    "The settings a checkpoint must share with the run that resumes it."
-    c = self.cfg
-    mc = getattr(self.model, 'config', None)
-    mc = mc.to_dict() if hasattr(mc, 'to_dict') else vars(mc) if mc is not None else {}
-    mc = {k: v for k, v in mc.items() if k not in _CONFIG_BOOKKEEPING and not k.startswith('_')}
-    return dict(model_config=json.loads(json.dumps(mc, default=str)), seq_len=c.seq_len, batch_size=c.batch_size,
-                grad_accum=c.grad_accum, tbptt=c.tbptt, world_size=self.dist.world_size, tokenizer=c.tokenizer,
-                corpus=c.corpus, split=c.split, state_passing=c.state_passing, seed=c.seed)
+    "The settings a checkpoint must share with the run that resumes it (`train.runfolder.run_identity`)."
+    return run_identity(self.model, self.cfg, self.dist.world_size)
 
 # %% ../../nbs/18_train.loop.ipynb #26fc7d6c
 @patch
@@ -329,19 +329,9 @@ def _states_to_save(self:Trainer) -> list:
 @patch
 def _prune(self:Trainer):
     "Keep the last `keep_last` periodic checkpoints; never delete milestones or final ones."
-    periodic = []
-    for _, p in list_checkpoints(self.out):
-        try: kind = json.loads((p / 'meta.json').read_text()).get('kind')
-        except (OSError, ValueError): continue
-        if kind == 'periodic': periodic.append(p)
-    for p in periodic[:max(len(periodic) - self.cfg.keep_last, 0)]: shutil.rmtree(p, ignore_errors=True)
-
-# settings that may change on resume without changing what the run measures (any change is still recorded)
+    prune_periodic(self.out, self.cfg.keep_last)
 
 # %% ../../nbs/18_train.loop.ipynb #45fbfba6
-_FREE_TO_CHANGE = frozenset({'out_dir', 'progress', 'wandb', 'wandb_project', 'run_name', 'threads', 'device', 'compile',
-                             'log_every', 'save_every', 'keep_last', 'run_eval', 'eval_kwargs', 'dist_mode'})
-
 @patch
 def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_dir)`, the newest intact one
                      allow_config_change:bool=False, # accept changed settings that alter what the run measures
@@ -353,29 +343,7 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
     if not (path / 'trainer.json').exists(): raise FileNotFoundError(f"{path} is not a complete training checkpoint (no trainer.json)")
     try: tr = load_data(path / 'trainer')
     except (OSError, ValueError, KeyError, TypeError) as e: raise ValueError(f"{path}: damaged trainer state ({type(e).__name__}: {e})") from None
-    mine = self._identity()
-    ws = tr['identity'].get('world_size')
-    if ws != mine['world_size']:
-        raise ValueError(f"resume on a different world size is not supported: {path} was written by {ws} process(es), this run has "
-                         f"{mine['world_size']} (each rank's stream position and TTT states belong to it); resume with {ws} processes")
-    was = tr.get('dist_mode', 'none')
-    if (was == 'fsdp') != (self.dist_mode == 'fsdp'):
-        raise ValueError(f"{path} was written under dist_mode {was!r} and this run uses {self.dist_mode!r}: the optimizer state is "
-                         f"keyed by name under FSDP2 and by position otherwise; resume with --dist-mode {'fsdp' if was == 'fsdp' else 'ddp'}")
-    bad = [k for k in mine if tr['identity'].get(k) != mine[k]]
-    if bad:
-        detail = '; '.join(f"{k}: checkpoint {tr['identity'].get(k)!r} vs this run {mine[k]!r}" for k in bad if k != 'model_config')
-        if 'model_config' in bad:
-            a, b = tr['identity']['model_config'], mine['model_config']
-            detail += '; model config ' + ', '.join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-        raise ValueError(f"checkpoint {path} comes from another configuration ({', '.join(bad)}): {detail}")
-    changes = {k: [tr['config'].get(k), v] for k, v in self.cfg.to_dict().items() if tr['config'].get(k) != v}
-    measured = [k for k in changes if k not in _FREE_TO_CHANGE]
-    if measured and not allow_config_change:
-        raise ValueError(f"resume: settings that change what the run measures differ from {path}: "
-                         + ', '.join(f"{k} {changes[k][0]!r} -> {changes[k][1]!r}" for k in measured)
-                         + "; resume with the old values, or pass --allow-config-change (fit(allow_config_change=True)) to go on with the new ones")
-    self.config_changes = dict(step=tr['step'], checkpoint=str(path), changes=changes) if changes else None
+    self.config_changes = check_resume(path, tr, self._identity(), self.cfg.to_dict(), self.dist_mode, allow_config_change)
     if self.dist_mode == 'fsdp':   # into the shards (the gathered parameters are gathered again below)
         self.engine.reshard(); load_full_state(self.model, self.opt, load_file(str(path / 'model.safetensors')), tr['optimizer'])
     else: load_weights(self.model, path); self.opt.load_state_dict(tr['optimizer'])
@@ -479,73 +447,30 @@ def _carry_record(self:Trainer, step:int) -> dict:
     return rec
 
 # %% ../../nbs/18_train.loop.ipynb #c600d36f
-class RunInUse(RuntimeError): "Another trainer holds the run folder's lock."
-
 @patch
 def _lock_run_dir(self:Trainer):
-    "Take `out_dir/trainer.lock` (rank 0) for the whole fit; another live holder is an error naming it."
-    msg, self._lock = None, None
-    if self.dist.is_main:
-        self.out.mkdir(parents=True, exist_ok=True)
-        f = open(self.out / 'trainer.lock', 'a+')
-        try:
-            import fcntl  # POSIX only: elsewhere the folder is not locked (warned below)
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released by the OS when the holder dies: no stale locks
-        except BlockingIOError:
-            f.seek(0); msg = f"{self.out} is in use by another trainer ({f.read().strip() or 'unknown process'}): wait for it or choose another out_dir"
-            f.close()
-        except (ImportError, OSError) as e: warnings.warn(f"cannot lock {self.out} ({e}): make sure no other trainer writes to it", stacklevel=2)
-        if msg is None:
-            f.seek(0); f.truncate(); f.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n"); f.flush(); self._lock = f
+    "Take `out_dir/trainer.lock` (rank 0) for the whole fit; another live holder is an error naming it, on every rank."
+    self._lock, msg = lock_run_dir(self.out) if self.dist.is_main else (None, None)
     msg = self.dist.broadcast_object(msg)
     if msg: raise RunInUse(msg)
 
 @patch
 def _unlock_run_dir(self:Trainer):
     f, self._lock = getattr(self, '_lock', None), None
-    if f is None: return
-    try:
-        import fcntl  # POSIX only
-        fcntl.flock(f, fcntl.LOCK_UN)
-    except (ImportError, OSError): pass
-    f.close()
-
-_EARLIER_RUN = ('log.jsonl', 'train_summary.json', 'config_changes.jsonl')
+    unlock_run_dir(f)
 
 @patch
 def _start_run_files(self:Trainer, resume:bool):
     "Cut log.jsonl back to the resumed checkpoint (or move an earlier run's files aside) and record config changes."
-    if not self.dist.is_main: return
-    log = self.out / 'log.jsonl'
-    if resume and log.exists():
-        keep = []
-        for line in log.read_text().splitlines():
-            try: r = json.loads(line)
-            except ValueError: continue                    # a line cut short by a kill
-            if self.step > 0 and isinstance(r, dict) and isinstance(r.get('step'), int) and r['step'] <= self.step: keep.append(line)
-        tmp = log.with_name('log.jsonl.tmp'); tmp.write_text(''.join(l + '\n' for l in keep)); os.replace(tmp, log)
-    elif not resume and (old := [n for n in _EARLIER_RUN if (self.out / n).exists()]):
-        stamp = _now().replace(':', ''); aside, i = self.out / f'earlier-run-{stamp}', 1
-        while aside.exists(): aside, i = self.out / f'earlier-run-{stamp}-{i}', i + 1
-        aside.mkdir()
-        for n in old: (self.out / n).rename(aside / n)
-        warnings.warn(f"{self.out} held files of an earlier run without a checkpoint: moved {', '.join(old)} to {aside.name}/", stacklevel=2)
-    ch = getattr(self, 'config_changes', None) if resume else None
-    if ch:
-        with open(self.out / 'config_changes.jsonl', 'a') as f: f.write(json.dumps(dict(ch, time=_now())) + '\n')
-        warnings.warn(f"resuming at step {ch['step']} with changed settings (recorded in config_changes.jsonl): "
-                      + ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in ch['changes'].items()), stacklevel=2)
+    if self.dist.is_main: start_run_files(self.out, self.step, resume, getattr(self, 'config_changes', None) if resume else None)
 
 # %% ../../nbs/18_train.loop.ipynb #dc16468f
 @patch
 def _prepare_run_dir(self:Trainer, resume:bool):
-    d = self.out / 'checkpoints'
     if not resume and list_checkpoints(self.out):   # every rank decides alike (shared file system): none waits at a barrier
         raise FileExistsError(f"{self.out} already holds checkpoints: pass resume=True (--resume) or choose another out_dir")
     if self.dist.is_main:
-        if d.is_dir():
-            for p in d.iterdir():
-                if p.name.startswith(('.tmp-', '.old-')): shutil.rmtree(p, ignore_errors=True)  # leftovers of a crash
+        clear_partial(self.out)   # the leftovers of a crash
         self.out.mkdir(parents=True, exist_ok=True)
         run = dict(world_size=self.dist.world_size, dist_mode=self.dist_mode, device=str(self.device), precision=str(self.precision),
                    model_config=self._identity()['model_config'], n_params=sum(p.numel() for p in self.model.parameters()),
