@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from .rules import STUDY_BAR, is_reference, past_bar  # numpy only: the figures stay free of torch
+from .rules import NO_FAR_CLAIM, STUDY_BAR, is_reference, standing  # numpy only: the figures stay free of torch
 
 # %% auto #0
 __all__ = ['DPI', 'LABELS', 'COLORS', 'FONT', 'REF_DASH', 'SIGNAL_COLORS', 'references', 'compared', 'regime_note', 'caption',
@@ -50,19 +50,16 @@ def _ci_text(summary:dict) -> str:
     return 'Bands: 95% bootstrap CI over documents.'
 
 def regime_note(summary:dict) -> str:
-    "Where the model stands against the n-gram references: '' without them; a warning when it does not beat the trigram, or the study's bar (the 5-gram)."
-    refs = references(summary); rg = summary.get('regime')
-    if not refs and not rg: return ''
+    "Where the model stands against the n-gram references (`rules.standing`): '' without them; a warning when it does not beat the trigram, or the study's bar (the 5-gram)."
+    refs, st = references(summary), standing(summary)
+    if not refs and not st: return ''
     orders = ', '.join(r[5:] for r in refs)
     out = f"Gray lines: n-gram references (orders {orders}; interpolated, fitted on the training split, same documents), not compared methods." if refs else ''
-    if rg: weak = not rg.get('far_context_claims', rg.get('order', 0) >= 3); how = 'paired CI'
-    elif 'ngram3' in summary.get('overall', {}):
-        weak = summary['overall']['full']['ppl'] >= summary['overall']['ngram3']['ppl']; how = 'overall PPL, no CI'
-    else: return out
-    if weak: return (out + f" The model does not beat the trigram ({how}): it uses one or two tokens of context; no claim about far context.").strip()
-    if not rg: return (out + f" The model beats the trigram ({how}).").strip()
-    bar = '' if past_bar(summary) is not False else f" It does not beat the {STUDY_BAR}-gram, the study's bar: this model alone carries no claim."
-    return (out + f" The model beats the {rg['beats']} ({how})." + bar).strip()
+    if st is None: return out
+    if not st['above_trigram']: return (out + f" The model does not beat the trigram ({st['how']}): {NO_FAR_CLAIM}.").strip()
+    if st['beats'] is None: return (out + f" The model beats the trigram ({st['how']}).").strip()
+    bar = '' if st['past_bar'] is not False else f" It does not beat the {STUDY_BAR}-gram, the study's bar: this model alone carries no claim."
+    return (out + f" The model beats the {st['beats']} ({st['how']})." + bar).strip()
 
 def caption(summary:dict, # an `evaluate_run` summary
             extra:str='', # a sentence to append

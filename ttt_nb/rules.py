@@ -13,8 +13,8 @@ from . import stats as ST
 from .stats import CI_METHOD, bin_sums, bootstrap_diff
 
 # %% auto #0
-__all__ = ['PROBE_RATIOS', 'NGRAM_NAMES', 'PRIMARY_RATIOS', 'STUDY_BAR', 'fmt_r', 'probe_edges', 'is_reference', 'sw_method',
-           'regime', 'adjust_multiplicity', 'convergence', 'past_bar', 'seed_verdicts']
+__all__ = ['PROBE_RATIOS', 'NGRAM_NAMES', 'NO_FAR_CLAIM', 'PRIMARY_RATIOS', 'STUDY_BAR', 'fmt_r', 'probe_edges', 'is_reference',
+           'sw_method', 'regime', 'adjust_multiplicity', 'convergence', 'past_bar', 'standing', 'seed_verdicts']
 
 # %% ../nbs/19b_rules.ipynb #516c71f1
 PROBE_RATIOS = (0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -40,6 +40,7 @@ def sw_method(summary:dict) -> str|None:
 
 # %% ../nbs/19b_rules.ipynb #regime01
 NGRAM_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram', 4: '4-gram', 5: '5-gram'}
+NO_FAR_CLAIM = 'it uses one or two tokens of context; no claim about far context'   # what a model below the trigram may say
 
 def regime(nll:dict,               # method -> per-document NLL arrays: 'full' and references 'ngram1'..'ngram5'
            n_boot:int=1000, seed:int=0, ci_method:str=CI_METHOD,
@@ -56,7 +57,7 @@ def regime(nll:dict,               # method -> per-document NLL arrays: 'full' a
     name = NGRAM_NAMES.get(best, f'{best}-gram') if best else 'none'
     far = best >= 3
     label = (f"beats the {name} (paired CI)" if best else "beats no n-gram") + ("" if far else
-             ": does not beat the trigram, so it uses one or two tokens of context; no claim about far context")
+             f": does not beat the trigram, so {NO_FAR_CLAIM}")
     return dict(beats=name, order=best, ppl_full=float(np.exp(Sf.sum() / N.sum())), far_context_claims=far, label=label,
                 rule='highest n with the paired CI of full - ngram_k (overall, nats/token) below zero for every k <= n', orders=orders)
 
@@ -116,6 +117,15 @@ def past_bar(summary:dict, bar:int=STUDY_BAR) -> bool|None:
     if not rg.get('orders'): return None
     return int(rg.get('order') or 0) >= min(bar, max(int(k) for k in rg['orders']))
 
+def standing(summary:dict, bar:int=STUDY_BAR) -> dict|None:
+    "Where a summary's model stands, the one decision behind every caption, run-page note and seed verdict: None without an n-gram reference; else `how` it was decided, `above_trigram`, `past_bar` (None without the paired CIs), `order` and `beats` (the highest order beaten)."
+    rg = (summary or {}).get('regime')
+    if rg: return dict(how='paired CI', above_trigram=bool(rg.get('far_context_claims', (rg.get('order') or 0) >= 3)),
+                       past_bar=past_bar(summary, bar), order=int(rg.get('order') or 0), beats=rg.get('beats'))
+    o = (summary or {}).get('overall', {})
+    if 'ngram3' not in o or 'full' not in o: return None
+    return dict(how='overall PPL, no CI', above_trigram=o['full']['ppl'] < o['ngram3']['ppl'], past_bar=None, order=None, beats=None)
+
 def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one setting, one per seed
                   comparator:str|None=None, # the method compared with full context (default: each summary's sliding window)
                   min_seeds:int=3,       # fewer seeds: no claim (SCIENCE.md rule 5: 5 on python-stdlib, 3 elsewhere)
@@ -123,7 +133,7 @@ def seed_verdicts(summaries:list,        # final `evaluate_run` summaries of one
                  ) -> list[dict]:        # per probe r: seeds, per-seed mean difference and CI, verdict, models past the study's bar
     "The seed rule, per probe: 'full better' / 'SW better' only with `min_seeds` seeds, every seed's paired CI excluding zero the same way and every seed's model above the trigram; else 'no claim: why'."
     seeds = list(range(len(summaries))) if seeds is None else list(seeds)
-    weak = sorted(k for k, s in zip(seeds, summaries) if (s.get('regime') or {}).get('far_context_claims') is False)
+    weak = sorted(k for k, s in zip(seeds, summaries) if s.get('regime') and not standing(s)['above_trigram'])
     bar = [past_bar(s) for s in summaries]
     by_r = {}
     for s in summaries:

@@ -24,7 +24,7 @@ from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_n
 from .status import _read_json
 from .sweep import execute_template
 from ..plots import save_figure
-from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, past_bar
+from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, standing
 
 # %% auto #0
 __all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'page_note', 'set_page_note', 'page_title',
@@ -83,10 +83,11 @@ def page_note(summary:dict, # a final checkpoint's summary (`summarize`) with it
     head = (f"**Against the n-grams** (final checkpoint, {summary.get('n_docs', '?')} documents, n-grams fitted on "
             f"{fit.get('split', '?')}, paired 95% CI over documents): ")
     link = f" ([the regime]({regime_page}))" if regime_page else ''
-    if past_bar(summary, bar):
+    st = standing(summary, bar)
+    if st['past_bar']:
         return head + f"the model beats the {name(bar)} ({cmp(bar)}): it meets the study's bar{link}."
     stand = f"the model beats the {name(best)} but not the {name(best + 1)} ({cmp(best + 1)})" if best else f"the model beats no n-gram ({cmp(1)})"
-    if best < 3:
+    if not st['above_trigram']:
         return head + stand + (". **It does not beat the trigram, so it is not shown to use more than two tokens of context: "
                                "this page claims nothing about far context.**")
     return (head + stand + f". **It does not beat the {name(bar)}, the study's bar{link}: this page reports measurements of this one model "
