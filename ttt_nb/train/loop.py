@@ -462,7 +462,7 @@ def _unlock_run_dir(self:Trainer):
 @patch
 def _start_run_files(self:Trainer, resume:bool):
     "Cut log.jsonl back to the resumed checkpoint (or move an earlier run's files aside) and record config changes."
-    if self.dist.is_main: start_run_files(self.out, self.step, resume, getattr(self, 'config_changes', None) if resume else None)
+    if self.dist.is_main: start_run_files(self.out, self.step, resume, getattr(self, 'config_changes', None))
 
 # %% ../../nbs/18_train.loop.ipynb #dc16468f
 @patch
