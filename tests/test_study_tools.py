@@ -208,6 +208,34 @@ def test_regime_page_follows_its_sweep_and_pairs_with_the_5gram(tmp_path, monkey
     assert 'title: "The regime on toy-corpus' in page and '--results-dir reports/regime-toy --markdown' in page
 
 
+
+def test_regime_page_gives_the_seed_rule_over_configurations_that_differ_only_in_seed(tmp_path, monkeypatch):
+    "tools/regime_sweep.py --markdown: seeds of one configuration are grouped, each with its standing, and the seed rule decides across them."
+    import regime_sweep as RS
+    sweep = dict(defaults=dict(corpus='/x/python-stdlib', seq_len=8, lr=1e-3),
+                 runs=[dict(name='a', why='w'), dict(name='a-s1', seed=1), dict(name='b', lr=2e-3), dict(name='a-s2', seed=2)])
+    assert [[f['name'] for f in g] for g in RS.seed_groups(sweep)] == [['a', 'a-s1', 'a-s2']]   # b differs in lr: no group
+    res = tmp_path / 'reports' / 'regime'; res.mkdir(parents=True)
+    doc5 = [1.0, 1.2, 1.4, 1.1]
+    (res / 'ngram.json').write_text(json.dumps(dict(eval=dict(all={'5': dict(doc_nll=doc5)}))))
+    orders = {str(n): dict(ppl=1.0) for n in range(1, 6)}
+    for name, shift, order, hi in (('a', -0.1, 5, -0.01), ('a-s1', -0.2, 4, -0.02)):
+        (res / f'{name}.json').write_text(json.dumps(dict(eval=dict(all=dict(ppl=3.0, doc_nll=[d + shift for d in doc5])))))
+        (res / 'eval' / name).mkdir(parents=True)
+        probes = [dict(r=r, diff={'full-sw_strided': dict(mean=-0.05, lo=-0.08, hi=hi)}) for r in (10.0, 20.0)]
+        (res / 'eval' / name / 'summary.json').write_text(json.dumps(dict(
+            probes=probes, overall=dict(full=dict(ppl=3.0)), n_docs=4, memory={},
+            regime=dict(label='x', order=order, orders=orders, far_context_claims=True))))
+    md = '\n'.join(RS.seeds_section(sweep, res, json.loads((res / 'ngram.json').read_text())))
+    assert '### a, seeds 0, 1, 2' in md and '| 1 | a-s1 | 3.000 | -0.200 [-0.200, -0.200] | no |' in md and '| 2 | a-s2 | not run |' in md
+    assert '| 0 | a | 3.000 | -0.100 [-0.100, -0.100] | yes | -0.0500 [-0.0800, -0.0100] |' in md
+    assert 'mean per-seed difference with the 5-gram is -0.150 [-0.785, +0.485]' in md   # t(1) = 12.706, sd 0.0707
+    assert 'in 1 of 2 evaluated seeds' in md and '10 W: **no claim: 2 of 5 seeds** (2 of 2 seeds exclude zero)' in md
+    monkeypatch.setattr(RS, 'ROOT', tmp_path)
+    f = tmp_path / 'regime_stdlib.yaml'; f.write_text(json.dumps(sweep))
+    page = RS.site_page('# The regime sweep on python-stdlib (issue 15)\n', res, str(f))
+    assert 'One of the seeds of a: the seed rule' in page and RS.seeds_section(dict(runs=[dict(name='a')]), res, None) == []
+
 def _copy_run(tmp_path, name, seed, gain_at_repeats, W=16, L=4, docs_hash=None):
     "A finished curriculum folder as tools/study_copy.py reads it: curriculum.json, the final evaluation's summary and its saved losses."
     from ttt_nb.core import sha256_of

@@ -25,9 +25,11 @@ from _runs import cpu_seconds, fit_to_end, provenance  # tools/ is on sys.path w
 
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
+from ttt_nb.curriculum.compare import min_seeds_for
 from ttt_nb.data import load_tokenized
 from ttt_nb.eval import full_context_nll, load_checkpoint, select_documents
 from ttt_nb.memory import mean_ci
+from ttt_nb.rules import PRIMARY_RATIOS, past_bar, seed_verdicts
 from ttt_nb.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +126,57 @@ def _vs_ngram(res:dict, ng:dict|None, order:str='5', same_w:bool=True) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def seed_groups(sw:dict) -> list[list[dict]]:
+    "The sweep's runs that differ only in their seed, grouped in sweep order (groups of one left out); each run as its full fields with `name`."
+    groups = {}
+    for run in sw['runs']:
+        f = dict(sw.get('defaults', {}), **{k: v for k, v in run.items() if k != 'why'})
+        key = json.dumps({k: v for k, v in f.items() if k not in ('name', 'seed')}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(f)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def seeds_section(sw:dict, res_root:Path, ng:dict|None) -> list[str]:
+    """The seed rule over each group of seeds with an evaluation: each seed's standing against the 5-gram and its primary endpoints,
+    then, across the seeds, the mean difference with the 5-gram (t interval over seeds) and `rules.seed_verdicts` at 10 W and 20 W."""
+    corpus = Path(str(sw.get('defaults', {}).get('corpus', '?'))).name
+    need = min_seeds_for(corpus)
+    out = []
+    for g in seed_groups(sw):
+        rows, summ, seeds, vs5 = [], [], [], []
+        for f in g:
+            js, ev = res_root / f"{f['name']}.json", res_root / 'eval' / f['name'] / 'summary.json'
+            if not js.exists(): rows.append(f"| {f.get('seed', 0)} | {f['name']} | not run | | | | |"); continue
+            r = json.loads(js.read_text())
+            ref = (ng or {}).get('eval', {}).get('all', {}).get('5')
+            if ref and len(ref['doc_nll']) == len(r['eval']['all']['doc_nll']):
+                vs5.append(float(np.mean(np.subtract(r['eval']['all']['doc_nll'], ref['doc_nll']))))
+            if not ev.exists():
+                rows.append(f"| {f.get('seed', 0)} | {f['name']} | {r['eval']['all']['ppl']:.3f} | {_vs_ngram(r['eval']['all'], ng)} | not evaluated | | |"); continue
+            s = json.loads(ev.read_text()); summ.append(s); seeds.append(f.get('seed', 0))
+            cells = _eval_row(f['name'], s).split(' | ')
+            rows.append(f"| {f.get('seed', 0)} | {f['name']} | {r['eval']['all']['ppl']:.3f} | {_vs_ngram(r['eval']['all'], ng)} | "
+                        f"{'yes' if past_bar(s) else 'no' if past_bar(s) is False else '?'} | {cells[3]} | {cells[4]} |")
+        if not summ: continue
+        verdicts = {v['r']: v for v in seed_verdicts(summ, min_seeds=need, seeds=seeds)}
+        bar = sum(bool(past_bar(s)) for s in summ)
+        out += ['', f"### {g[0]['name']}, seeds {', '.join(str(f.get('seed', 0)) for f in g)}", '',
+                '| seed | run | PPL, all | against the 5-gram, all | past the 5-gram (evaluator) | full - SW at 10 W | full - SW at 20 W |',
+                '|---|---|---|---|---|---|---|'] + rows + ['']
+        across = ''
+        if len(vs5) > 1:
+            m, lo, hi, _ = mean_ci(np.array(vs5))
+            across = (f"Across the {len(vs5)} trained seeds, the mean per-seed difference with the 5-gram is {m:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                      "nats/token (95% t interval over seeds). ")
+        out.append(f"{across}Past the 5-gram by the evaluator's paired CI in {bar} of {len(summ)} evaluated seeds. The seed rule "
+                   f"({need} seeds on {corpus}; every seed's paired CI excluding zero the same way, every model above the trigram) at the "
+                   "primary endpoints: " + '; '.join(f"{r:g} W: **{verdicts[float(r)]['verdict']}** ({verdicts[float(r)]['excluding_zero']} "
+                   f"of {verdicts[float(r)]['seeds']} seeds exclude zero)" for r in PRIMARY_RATIOS if float(r) in verdicts) + '.')
+    return (['', '## Seeds of one configuration', '',
+             "Configurations of the sweep that differ only in their seed. Each seed's row is its evaluation above; the verdict is the "
+             "study's seed rule ([the rules](science.qmd)), so a claim needs every seed."] + out) if out else []
+
+
 def markdown(sweep_path:str, res_root:Path) -> str:
     "The sweep as a table (every configuration tried, with its tokens, time and PPL, the n-gram reference first)."
     sw = yaml.safe_load(Path(sweep_path).read_text())
@@ -167,6 +220,7 @@ def markdown(sweep_path:str, res_root:Path) -> str:
                 '| configuration | full PPL | where it stands (paired CI against the n-gram) | full - SW at 10 W | full - SW at 20 W | carry per layer | docs |',
                 '|---|---|---|---|---|---|---|']
         out += [_eval_row(f.parent.name, json.loads(f.read_text())) for f in evs]
+    out += seeds_section(sw, res_root, ng)
     hw = done[0]['hardware'] if done else {}
     loads = [r['hardware']['load_avg_end'][0] for r in done if r.get('hardware', {}).get('load_avg_end')]
     lo, hi = (f"{min(loads):.1f}", f"{max(loads):.1f}") if loads else ('', '')
@@ -188,11 +242,12 @@ def site_page(md:str, res_root:Path, sweep_path:str) -> str:
            "can be about memory ([the rules](science.qmd)). This page is the measured search for a configuration that trains on "
            "the 2-core CPU and beats the 5-gram, the bar the study's claims need. Generated by "
            f"`python tools/regime_sweep.py {sweep_path}{flag} --markdown` from `{res_root.relative_to(ROOT)}/*.json`.", '', body.lstrip()]
+    first = {f['name']: g[0]['name'] for g in seed_groups(yaml.safe_load(Path(sweep_path).read_text())) for f in g}
     for f in sorted((res_root / 'eval').glob('*/summary.json')):
         rel = f.parent.relative_to(ROOT / 'reports')
-        out += [f"## {f.parent.name}: full context against the sliding window", '',
-                "Single seed: a direction to test with the study's seeds, not a claim. "
-                f"Summary: `{f.relative_to(ROOT)}`.", '']
+        one = (f"One of the seeds of {first[f.parent.name]}: the seed rule over them is under [Seeds of one configuration]"
+               "(#seeds-of-one-configuration). " if f.parent.name in first else "Single seed: a direction to test with the study's seeds, not a claim. ")
+        out += [f"## {f.parent.name}: full context against the sliding window", '', one + f"Summary: `{f.relative_to(ROOT)}`.", '']
         out += [f"![{what}]({rel}/summary_{k}.png)" + '\n' for k, what in
                 (('position', 'PPL by position, full context and SW, with the n-gram reference lines'),
                  ('difference', 'paired full - SW difference by position, 95% CI over documents'),
