@@ -289,6 +289,9 @@ def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_publish
     assert got == ['stdlib-w64-noise-s1', 'stdlib-w128-noise-s1']
     assert sc.missing('compare-study-w128-q1', sc.page_runs('compare-study-w128-q1', root=tmp_path)) == ['w128-sp', 'w128-nosp', 'w128-other']
     with pytest.raises(SystemExit, match='unknown page nope'): sc.main(['nope'])
+    (tmp_path / 'runs' / 'study-b32').mkdir(); (tmp_path / 'runs' / 'study' / 'stdlib-w64-noise-s0').rename(tmp_path / 'runs' / 'study-b32' / 'stdlib-w64-noise-s0')
+    assert [p.name for p in sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)] == ['stdlib-w64-noise-s0']  # its own folder
+    assert sc.PAGES['compare-b32-q1'][0].startswith('The study at 41M tokens (batch 32), question 1') and not any('b32-wikitext' in n for n in sc.PAGES)
     pairs = dict(paired=[dict(comparison='A - B', seed=s, position=128, mean=m, lo=lo, hi=hi)
                          for s, m, lo, hi in [(0, 0.1, 0.05, 0.2), (1, 0.0, -0.1, 0.1), ('pooled', 0.05, 0.01, 0.09)]])
     assert sc.pairs_table(pairs).splitlines() == ['== A - B', '  pooled: 128: +0.050 [+0.010, +0.090]', '  s0: 128: +0.100*', '  s1: 128: +0.000']

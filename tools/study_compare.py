@@ -7,7 +7,8 @@
     python tools/study_compare.py --pairs compare-study-w128-q1   # its paired differences, per seed and pooled
 
 A page compares the finished runs of its arms (`runs/study/<corpus>-w<W>-<arm>-s<seed>`, the names of
-`sweeps/study_stdlib.yaml` and `sweeps/study_wikitext.yaml`). A question-2 page pairs W = 64 with W = 128 of one arm,
+`sweeps/study_stdlib.yaml` and `sweeps/study_wikitext.yaml`; the `compare-b32-*` pages read the same names in `runs/study-b32`,
+from `sweeps/study_stdlib_b32.yaml`). A question-2 page pairs W = 64 with W = 128 of one arm,
 so it keeps only the seeds finished at both windows. A page named on the command line is published once two of its
 arm-and-window groups have a finished run (the front page says which seeds stand behind it); `--all` publishes only
 pages with every group. `--pairs` prints what the front page quotes: A - B in full
@@ -56,6 +57,10 @@ PAGES = {
                                         ('sp', 'nosp', 'noinnerloop', 'carryon', 'carryoff'), False),
 }
 
+# The same pages for the study at 41M tokens (sweeps/study_stdlib_b32.yaml, run folders runs/study-b32): compare-b32-*.
+B32 = ('stdlib', 'runs/study-b32')
+PAGES.update({n.replace('compare-study', 'compare-b32'): (t.replace('The study', 'The study at 41M tokens (batch 32)', 1), B32, Ws, arms, p)
+              for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == STDLIB})
 
 @lru_cache(maxsize=None)  # pages share runs and --list asks twice per page: read each status once
 def finished(run:Path) -> bool:
