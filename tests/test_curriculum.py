@@ -252,11 +252,27 @@ def _template_parameters(tpl) -> set:
     cell = next(c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', []))
     return {m for line in ''.join(cell['source']).splitlines() if (m := (re.match(r'^(\w+)\s*[:=]', line) or [None, None])[1])}
 
+def _check_regime_sweep(f):
+    "A regime sweep file parses, and every run's fields (the defaults and its own) are `TrainConfig` fields, its names unique."
+    import dataclasses
+
+    import yaml
+
+    from ttt_nb.train import TrainConfig
+    sw = yaml.safe_load(f.read_text())
+    fields = {x.name for x in dataclasses.fields(TrainConfig)}
+    assert set(sw['defaults']) <= fields, (f.name, sorted(set(sw['defaults']) - fields))
+    names = [r['name'] for r in sw['runs']]
+    assert len(names) == len(set(names)), f.name
+    for r in sw['runs']:
+        assert set(r) - {'name', 'why'} <= fields, (f.name, r['name'], sorted(set(r) - {'name', 'why'} - fields))
+
 def test_sweep_files_parse():
     import inspect
     known = set(inspect.signature(C.curriculum_config).parameters)
     for f in (ROOT / 'sweeps').glob('*.yaml'):
-        if 'tools/regime_sweep.py' in f.read_text(): continue   # TrainConfig fields for tools/regime_sweep.py, not a ttt-sweep file
+        if 'tools/regime_sweep.py' in f.read_text():   # TrainConfig fields for tools/regime_sweep.py, not a ttt-sweep file
+            _check_regime_sweep(f); continue
         tpl, sets = C.load_sweep(f)
         assert sets and (ROOT / 'nbs' / Path(tpl).name).exists(), f
         names = _template_parameters(tpl)
