@@ -105,13 +105,17 @@ def evaluate(name:str, runs_dir:Path, res_root:Path) -> Path:
     return out / 'summary.json'
 
 
+def _endpoint(s:dict, r:float) -> str:
+    "A summary's paired full - SW difference at r W, as mean [lo, hi]."
+    p = next((p for p in s['probes'] if p['r'] == r), None)
+    if p is None: return 'not reached'
+    x = next(v for k, v in p['diff'].items() if k.startswith('full-sw'))
+    return f"{x['mean']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}]"
+
+
 def _eval_row(name:str, s:dict) -> str:
     "One line of the evaluation table: where the model stands, the primary endpoints, the carry weights."
-    pr = {p['r']: p for p in s['probes']}
-    def d(r):
-        if r not in pr: return 'not reached'
-        x = next(v for k, v in pr[r]['diff'].items() if k.startswith('full-sw'))
-        return f"{x['mean']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}]"
+    d = lambda r: _endpoint(s, r)
     carry = ', '.join(f"{row[-1]:.2f}" for row in (s.get('memory') or {}).get('carry', {}).get('token_idx', []))
     return (f"| {name} | {s['overall']['full']['ppl']:.3f} | {s['regime']['label']} | {d(10.0)} | {d(20.0)} | {carry or '?'} | "
             f"{s['n_docs']} |")
@@ -154,9 +158,9 @@ def seeds_section(sw:dict, res_root:Path, ng:dict|None) -> list[str]:
             if not ev.exists():
                 rows.append(f"| {f.get('seed', 0)} | {f['name']} | {r['eval']['all']['ppl']:.3f} | {_vs_ngram(r['eval']['all'], ng)} | not evaluated | | |"); continue
             s = json.loads(ev.read_text()); summ.append(s); seeds.append(f.get('seed', 0))
-            cells = _eval_row(f['name'], s).split(' | ')
+            pb = past_bar(s)
             rows.append(f"| {f.get('seed', 0)} | {f['name']} | {r['eval']['all']['ppl']:.3f} | {_vs_ngram(r['eval']['all'], ng)} | "
-                        f"{'yes' if past_bar(s) else 'no' if past_bar(s) is False else '?'} | {cells[3]} | {cells[4]} |")
+                        f"{'yes' if pb else 'no' if pb is False else '?'} | {_endpoint(s, 10.0)} | {_endpoint(s, 20.0)} |")
         if not summ: continue
         verdicts = {v['r']: v for v in seed_verdicts(summ, min_seeds=need, seeds=seeds)}
         bar = sum(bool(past_bar(s)) for s in summ)
