@@ -3,6 +3,7 @@
 
     python benchmarks/bench_train.py                      # CPU: float32, small W and batch (defaults below)
     python benchmarks/bench_train.py --presets tiny       # one preset only (the other rows are kept)
+    python benchmarks/bench_train.py --presets study,study+compile   # the study's tiny Mamba shape, eager and torch.compile
     python benchmarks/bench_train.py --demo runs/demo     # record a finished `ttt-train` run (held-out loss start -> end)
 
 On a GPU the same command trains in bf16 autocast at W=2048 and reports MFU = 6 * N * tokens/s / peak bf16
@@ -29,33 +30,41 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS, MD = ROOT / 'benchmarks/results/train.json', ROOT / 'benchmarks/train.md'
 PEAK_BF16 = {'H100 PCIe': 756e12, 'H100 NVL': 835e12, 'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'L4': 121e12, 'A10': 125e12}
 # (seq_len, batch_size, timed steps, warm-up steps) per preset and device type
-SIZES = {'cpu': {'tiny': (128, 8, 5, 1), '125m': (64, 1, 2, 1)},
-         'cuda': {'tiny': (2048, 8, 20, 3), '125m': (2048, 8, 10, 3)}}
+SIZES = {'cpu': {'tiny': (128, 8, 5, 1), '125m': (64, 1, 2, 1), 'study': (64, 32, 40, 4)},
+         'cuda': {'tiny': (2048, 8, 20, 3), '125m': (2048, 8, 10, 3), 'study': (2048, 8, 20, 4)}}
+# rows that are not a bare preset: (preset, TrainConfig fields); a '+compile' suffix on any row adds compile=True
+# (its warm-up steps compile the 3 graphs a state-passing run needs: the learned start state, a carried state, a reset)
+ROWS = {'study': ('tiny', dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True), weight_decay_mode='all', threads=1))}
 
 
-def one(preset:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
-    "Time `steps` optimizer steps of one preset in this process."
+def one(row:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
+    "Time `steps` optimizer steps of one row (a preset, or a `ROWS` entry, with an optional '+compile') in this process."
     import torch
 
     from ttt_nb.train import TrainConfig, Trainer
     cuda = torch.cuda.is_available()
+    base, compiled = row.removesuffix('+compile'), row.endswith('+compile')
+    preset, extra = ROWS.get(base, (base, {}))
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(preset=preset, corpus='python-stdlib', tokenizer='byte', seq_len=seq_len, batch_size=batch_size,
                           steps=steps + warmup + 1, warmup_steps=1, eval_batches=1, eval_batch_size=1, n_checkpoints=0,
-                          eval_every=0, out_dir=d, progress=False, wandb='disabled', run_eval=False)
+                          eval_every=0, out_dir=d, progress=False, wandb='disabled', run_eval=False, compile=compiled, **extra)
         tr = Trainer(cfg)
+        t_warm = time.perf_counter()
         for _ in range(warmup): tr.train_step()
+        warm_s = time.perf_counter() - t_warm
         if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses = [tr.train_step()[0] for _ in range(steps)]
         if cuda: torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         n = sum(p.numel() for p in tr.model.parameters())
         n_emb = tr.model.get_input_embeddings().weight.numel()
         tok_s = steps * batch_size * seq_len / dt
-        row = dict(preset=preset, device=str(tr.device), precision=str(tr.precision).replace('torch.', ''), seq_len=seq_len,
+        from ttt_nb.core import hardware_info
+        row = dict(preset=row, cpu=hardware_info().get('cpu'), device=str(tr.device), compile=compiled, warmup_s=round(warm_s, 1), backbone='mamba' if tr.model.config.pre_conv else 'transformer', precision=str(tr.precision).replace('torch.', ''), seq_len=seq_len,
                    batch_size=batch_size, timed_steps=steps, warmup_steps=warmup, seconds=round(dt, 3),
-                   s_per_step=round(dt / steps, 3), tokens_per_s=round(tok_s, 1), n_params=n, n_params_no_embedding=n - n_emb,
+                   s_per_step=round(dt / steps, 3), cpu_s_per_step=round(cpu / steps, 3), tokens_per_s=round(tok_s, 1), n_params=n, n_params_no_embedding=n - n_emb,
                    threads=torch.get_num_threads(), last_loss=losses[-1], load_avg_1min=round(os.getloadavg()[0], 2))
         if cuda:
             row['peak_mem_gib'] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
@@ -101,20 +110,26 @@ def write_md(res:dict):
     L = ['# Training throughput (`ttt_nb.train`)', '',
          "Command: `python benchmarks/bench_train.py` (all presets; `--presets tiny` or `--presets 125m` re-measures one row, "
          "keeping the others)  ", f"Last written: {res['created']}  ",
-         f"Hardware: {res['hardware'].get('cpu')} ({res['hardware'].get('cpu_count')} cores, shared), GPU: {res['hardware'].get('gpu') or 'none'}, "
+         f"Hardware of the last measurement (each row names its CPU): {res['hardware'].get('cpu')} ({res['hardware'].get('cpu_count')} cores, shared), GPU: {res['hardware'].get('gpu') or 'none'}, "
          f"torch {res['hardware'].get('torch')}, ttt_nb {res['hardware'].get('ttt_nb')}", '',
          'One optimizer step = batch_size x seq_len tokens (state passing on, TBPTT 1 segment, AdamW, grad clip). '
          'Peak memory: CPU max RSS of the process (model, optimizer, activations, Python, torch); GPU max_memory_allocated.', '',
          'The CPU is shared: the 1-minute load average at the end of each measurement is in the last column '
          '(2 cores; a load far above 2 means the numbers are several times lower than on an idle machine).', '',
-         '| preset | device | precision | W | B | params | s/step | tokens/s | peak mem (GiB) | MFU | load | measured |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
+         'Rows: a preset (its default backbone), or `study`: the tiny preset with the Mamba backbone and every parameter decayed, '
+         'at the study\'s W=64, B=32 on one thread (sweeps/study_stdlib_b32.yaml); `+compile` trains through torch.compile '
+         '(warm-up s: the untimed warm-up steps, which compile its graphs; the inductor cache of earlier runs shortens it). '
+         'CPU s/step: process CPU time per step, steadier than wall time while other jobs share the cores.', '',
+         '| row | CPU | device | precision | backbone | W | B | params | s/step | CPU s/step | tokens/s | warm-up s | peak mem (GiB) | MFU | load | measured |',
+         '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in res['rows']:
         if 'error' in r:
-            L.append(f"| {r['preset']} | {r.get('device', '?')} | | | | | | {r['error']} | | | | |"); continue
+            L.append(f"| {r['preset']} | {r.get('cpu', '?')} | {r.get('device', '?')} | | | | | | | | {r['error']} | | | | | |"); continue
         mem = r.get('peak_mem_gib', r.get('peak_rss_gib'))
         mfu = 'n/a (fp32 CPU)' if r['mfu'] is None else f"{100 * r['mfu']:.1f}%"
-        L.append(f"| {r['preset']} | {r['device']} | {r['precision']} | {r['seq_len']} | {r['batch_size']} | {r['n_params'] / 1e6:.2f}M | "
-                 f"{r['s_per_step']} | {r['tokens_per_s']:,.1f} | {mem} | {mfu} | {r.get('load_avg_1min')} | {r.get('measured', res['created'])} |")
+        L.append(f"| {r['preset']} | {r.get('cpu', '?')} | {r['device']} | {r['precision']} | {r.get('backbone', 'transformer')} | {r['seq_len']} | {r['batch_size']} | "
+                 f"{r['n_params'] / 1e6:.2f}M | {r['s_per_step']} | {r.get('cpu_s_per_step', 'n/m')} | {r['tokens_per_s']:,.1f} | "
+                 f"{r.get('warmup_s', 'n/m')} | {mem} | {mfu} | {r.get('load_avg_1min')} | {r.get('measured', res['created'])} |")
     L += ['', 'params: with the 257-token byte vocabulary (tied embeddings), so 125m counts about 86M here. '
           '125m on this CPU: 2 timed steps at W=64, B=1 only (a longer run did not fit the session); the TTT reference inner loop '
           '(ttt_nb.ops.ttt_ref) and its backward take a large share of the CPU time (profiled on tiny).', '',
@@ -145,7 +160,7 @@ def main():
     import torch
     kind = 'cuda' if torch.cuda.is_available() else 'cpu'
     if a.one:
-        print('ROW ' + json.dumps(one(a.one, *SIZES[kind][a.one]))); return
+        print('ROW ' + json.dumps(one(a.one, *SIZES[kind][a.one.removesuffix('+compile')]))); return
     from ttt_nb.core import hardware_info, write_json_atomic
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if a.demo:

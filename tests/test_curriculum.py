@@ -221,6 +221,19 @@ def test_status_crashed_error_and_stale(tmp_path):
     assert st['state'] == 'crashed' and 'heartbeat' in st['reason']
 
 
+def test_interrupted_training_resumes_not_evaluated(tmp_path):
+    "A train summary left by SIGTERM (state 'stopped', not early stopping) is no end: the run trains on; an early stop is one."
+    from ttt_nb.curriculum.run import _training_done
+    sigterm = dict(state='stopped', reason='terminated (SIGTERM); resume from the last checkpoint with --resume', step=1, total_steps=4, signal='SIGTERM')
+    assert not _training_done(sigterm) and not _training_done(dict(sigterm, reason='non-finite training loss (nan)', signal=None))
+    assert _training_done(dict(sigterm, reason='early stopping: held-out loss did not improve')) and _training_done(dict(state='finished'))
+    out = tmp_path / 'r'; out.mkdir()
+    (out / 'train_summary.json').write_text(json.dumps(sigterm))
+    C.run_curriculum(**TINY, out_dir=str(out))
+    ts = json.loads((out / 'train_summary.json').read_text())
+    assert ts['state'] == 'finished' and ts['step'] == TINY['steps'], ts
+
+
 def test_sweep_with_a_failing_set(tmp_path):
     sweep = tmp_path / 'sweep.yaml'
     sweep.write_text(yaml.safe_dump(dict(defaults=TINY, runs=[dict(name='bad', eval_docs=2), dict(name='good')])))
@@ -241,6 +254,10 @@ def test_sweep_with_a_failing_set(tmp_path):
     assert res['skipped'] == ['good'] and res['ok'] == [] and res['failed'] == []
     summ = json.loads((tmp_path / 'out' / 'sweep_summary.json').read_text())
     assert summ['ok'] == ['good'] and summ['failed'] == ['bad'], summ
+    # compile (like out_dir) changes how a run ran, not what it measured: a done set stays done; a measured change does not
+    for extra, want in ((dict(compile=True), 'done'), (dict(lr=0.006), 'changed')):
+        sweep.write_text(yaml.safe_dump(dict(defaults={**TINY, **extra}, runs=[dict(name='bad', eval_docs=2), dict(name='good')])))
+        assert {r['name']: r['state'] for r in C.sweep_status(sweep, tmp_path / 'out')}['good'] == want, extra
     r = _cli('sweep', sweep, '--out', tmp_path / 'out', '--only', 'goood')
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'no set named goood' in r.stderr, r.stderr
 

@@ -61,6 +61,20 @@ def test_ttt_state_passing_switch(tmp_path):
     assert logs[True][0] == logs[False][0] and logs[True][1:] != logs[False][1:]
 
 
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    "compile=True trains the same function as eager: the same losses and weights over steps with state passing (the learned start state, then carried states and conv tails)."
+    small = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True, num_hidden_layers=1, hidden_size=32,
+                                      intermediate_size=64, num_attention_heads=2), steps=4, n_checkpoints=0, eval_every=0, threads=1)
+    runs = {}
+    for comp in (False, True):
+        tr = Trainer(cfg_(tmp_path / str(comp), compile=comp, **small))
+        runs[comp] = ([tr.train_step()[0] for _ in range(4)], [p.detach().clone() for p in tr.model.parameters()])
+        assert (tr.fwd is tr.model) != comp
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5, abs=0)
+    for a, b in zip(runs[True][1], runs[False][1], strict=True): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def _run_cli(cfg:dict, tmp_path, *extra, name='cfg.yaml', **kw):
     p = tmp_path / name; p.write_text(yaml.safe_dump(cfg))
     return subprocess.Popen([*TTT_TRAIN, str(p), *extra], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)

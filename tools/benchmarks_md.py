@@ -5,6 +5,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = [('ref_cpu', 'Reference TTT layers on CPU vs the official implementation (issue 2)'),
          ('train', 'Training throughput and the tiny demonstration run (issue 3)'),
+         ('compile', 'torch.compile for training on CPU, paired against eager (issue 15)'),
          ('eval', 'Evaluator cost (issue 8)'),
          ('generate', 'Streaming generation (issue 6)'),
          ('kernels', 'Triton kernels (issue 5)'),

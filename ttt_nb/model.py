@@ -69,7 +69,7 @@ def causal_conv(
     if tail is None: tail = xt.new_zeros(B, C, K - 1)
     full = torch.cat([tail.to(xt.dtype), xt], -1)                # [B,C,K-1+T]
     y = F.conv1d(full, conv.weight, conv.bias, groups=C)         # [B,C,T]
-    return y.transpose(1, 2), full[..., full.shape[-1] - (K - 1):]
+    return y.transpose(1, 2), full[..., full.shape[-1] - (K - 1):].contiguous()   # contiguous: every tail has one layout (torch.compile does not recompile)
 
 class PreConv(nn.Module):
     "Mamba backbone: RMSNorm then a depthwise causal conv (the block adds it to the residual)."
@@ -286,6 +286,7 @@ def _check_ids(ids, vocab_size, name='input_ids'):
     if ids.dtype not in (torch.long, torch.int32):
         raise ValueError(f"{name} must hold int64 (or int32) token ids, got {ids.dtype}: convert with ids.long()")
     if ids.shape[0] < 1 or ids.shape[1] < 1: raise ValueError(f"{name} must have at least one row and one token, got {tuple(ids.shape)}")
+    if torch.compiler.is_compiling(): return                    # a data-dependent check would split the compiled graph
     lo, hi = torch.stack(torch.aminmax(ids)).tolist()           # one device sync, not two (this runs every decode step)
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name} has token ids in [{lo}, {hi}] but the vocabulary is [0, {vocab_size}): "

@@ -64,6 +64,7 @@ def curriculum_config(
     model_overrides:dict|None=None,# TTTConfig fields over the preset
     precision:str='auto',          # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16'
     threads:int=1,                 # torch CPU threads (0: torch's default); 1 is by far the fastest when other jobs share the cores
+    compile:bool=False,            # torch.compile the model for training: the same function, faster once compiled (minutes on a CPU)
     eval_memory:bool|None=None,    # the memory block of every checkpoint's summary (None: as evaluate_run, on for TTT)
     eval_ngram:bool=True,          # the n-gram reference (fitted once on train_split, cached) in every summary
 ) -> dict:                         # {'train': TrainConfig fields, 'eval': evaluation settings, 'W', 'out_dir'}
@@ -81,7 +82,8 @@ def curriculum_config(
                  warmup_steps=int(min(steps // 10, 100) if warmup_steps is None else warmup_steps), seed=int(seed),
                  device=device, out_dir=str(out_dir), n_checkpoints=int(n_checkpoints),
                  eval_every=int(eval_every if eval_every is not None else max(1, steps // 20)), eval_batches=2,
-                 eval_batch_size=min(8, batch_size), run_eval=False, progress=False, wandb=wandb_mode, precision=precision)
+                 eval_batch_size=min(8, batch_size), run_eval=False, progress=False, wandb=wandb_mode, precision=precision,
+                 compile=bool(compile))
     ev = dict(split=eval_split, max_mult=float(eval_max_mult), docs=None if eval_docs is None else int(eval_docs), stride=min(int(stride), int(W)), min_docs=int(min_docs),
               truncation=bool(truncation), n_boot=int(n_boot), memory=eval_memory, ngram=bool(eval_ngram))
     return dict(W=int(W), out_dir=str(out_dir), threads=int(threads), train=train, eval=ev)
@@ -210,10 +212,14 @@ def _docs_hash(docs):
     return sha256_of(*docs)
 
 # %% ../../nbs/26_curriculum.run.ipynb #8c0620b6
+def _training_done(ts:dict|None) -> bool:
+    "Whether a train summary ends its run: the schedule reached, or early stopping; not a stop by SIGINT, SIGTERM or a non-finite loss."
+    return bool(ts) and (ts.get('state') == 'finished' or (ts.get('state') == 'stopped' and (ts.get('reason') or '').startswith('early')))
+
 def _train(out:Path, tcfg, prog) -> tuple[dict, bool]:
-    "Train (skipped when a finished train_summary.json exists: the folder is resumed); the train summary and whether it trained."
+    "Train (skipped when train_summary.json says the run ended; an interrupted one resumes from its last save); the train summary and whether it trained."
     ts = _read_json(out / 'train_summary.json')
-    if ts and ts.get('state') in ('finished', 'stopped'): return ts, False
+    if _training_done(ts): return ts, False
     prog(phase='training')
     tr = T.Trainer(tcfg)
     ts = tr.fit(resume=bool(list_checkpoints(out)))
@@ -262,7 +268,9 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
                         eval_docs_tokens=int(sum(len(d) for d in docs)))
         write_json_atomic(resolved, out / 'curriculum.json')
         ts, worked = _train(out, tcfg, prog)
-        if ts['state'] not in ('finished', 'stopped'): raise RuntimeError(f"training ended in state {ts['state']}: {ts.get('reason')}")
+        if not _training_done(ts):   # interrupted (SIGINT/SIGTERM) or a non-finite loss: never evaluated as if it had ended
+            raise RuntimeError(f"training did not end (step {ts.get('step')} of {ts.get('total_steps')}, {ts['state']}: {ts.get('reason')}); "
+                               "run the same command again to resume from the last save")
         ckpts = list_checkpoints(out)
         keep = set(T.milestone_steps(tcfg)) | {max(s for s, _ in ckpts)}
         ckpts = [(s, p) for s, p in ckpts if s in keep]

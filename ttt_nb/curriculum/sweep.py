@@ -25,8 +25,8 @@ from .figures import probe_series
 from .status import _fmt_s, _read_json, read_status
 
 # %% auto #0
-__all__ = ['template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep', 'set_state',
-           'sweep_status', 'status_text', 'run_sweep', 'sweep_main']
+__all__ = ['HOW_NOT_WHAT', 'template_path', 'execute_template', 'progress_state', 'run_report', 'run_default', 'load_sweep',
+           'set_state', 'sweep_status', 'status_text', 'run_sweep', 'sweep_main']
 
 # %% ../../nbs/28_curriculum.sweep.ipynb #dddeb391
 def template_path(name:str='run_curriculum.ipynb') -> Path:
@@ -174,9 +174,11 @@ def _notebook_run(nb_path) -> dict|None:
     if m is None: return None
     return dict(parameters=m.get('parameters') or {}, ended=m.get('end_time') is not None, exception=bool(m.get('exception')))
 
+HOW_NOT_WHAT = ('out_dir', 'compile')   # parameters that change where or how fast a run ran, never what it measured
+
 def _same(a:dict, b:dict) -> bool:
-    "The same parameters, wherever the run folder lies (`out_dir` is where, not what: a moved folder stays done)."
-    norm = lambda d: json.loads(json.dumps({k: v for k, v in d.items() if k != 'out_dir'}, sort_keys=True, default=str))
+    "The same parameters, wherever the run folder lies and however it was run (`HOW_NOT_WHAT`: a moved folder, or one resumed compiled, stays done)."
+    norm = lambda d: json.loads(json.dumps({k: v for k, v in d.items() if k not in HOW_NOT_WHAT}, sort_keys=True, default=str))
     return norm(a) == norm(b)
 
 def set_state(s:dict,    # a parameter set of `load_sweep`

@@ -11,6 +11,8 @@ import warnings
 
 import torch
 
+from . import ttt_ref
+
 # %% auto #0
 __all__ = ['IMPLS', 'resolve_impl', 'ttt_linear', 'ttt_mlp']
 
@@ -39,6 +41,7 @@ def _op(name, impl, args):
     "The function to call: the chosen module's, or the reference's where the Triton kernel does not cover the inputs."
     XQ, token_idx = args[0], args[4]
     chosen = resolve_impl(impl, XQ.device)
+    if chosen == 'torch': return getattr(ttt_ref, name)   # imported above, so torch.compile traces through without a graph break
     mod = importlib.import_module(_MODULES[chosen][name])
     if chosen == 'triton':
         why = mod.supports(XQ, token_idx)
