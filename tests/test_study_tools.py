@@ -292,6 +292,10 @@ def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_publish
     (tmp_path / 'runs' / 'study-b32').mkdir(); (tmp_path / 'runs' / 'study' / 'stdlib-w64-noise-s0').rename(tmp_path / 'runs' / 'study-b32' / 'stdlib-w64-noise-s0')
     assert [p.name for p in sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)] == ['stdlib-w64-noise-s0']  # its own folder
     assert sc.PAGES['compare-b32-q1'][0].startswith('The study at 41M tokens (batch 32), question 1') and not any('b32-wikitext' in n for n in sc.PAGES)
+    t = sc.page_title('compare-b32-w64-sp', ['runs/study-b32/stdlib-w64-sp-s0', 'runs/study-b32/stdlib-w64-nosp-s0'])
+    assert t == 'The study at 41M tokens (batch 32), question 1: state passing against none, W = 64, python-stdlib, seed 0', t
+    assert sc.page_title('compare-study-q1', [f'x/stdlib-w64-sp-s{i}' for i in (0, 1, 2, 3, 4)]).endswith('W = 64, python-stdlib, seeds 0-4')
+    assert sc.seeds_phrase(['a-s0', 'b-s2', 'a-s2']) == 'seeds 0, 2'
     pairs = dict(paired=[dict(comparison='A - B', seed=s, position=128, mean=m, lo=lo, hi=hi)
                          for s, m, lo, hi in [(0, 0.1, 0.05, 0.2), (1, 0.0, -0.1, 0.1), ('pooled', 0.05, 0.01, 0.09)]])
     assert sc.pairs_table(pairs).splitlines() == ['== A - B', '  pooled: 128: +0.050 [+0.010, +0.090]', '  s0: 128: +0.100*', '  s1: 128: +0.000']

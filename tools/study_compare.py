@@ -104,6 +104,21 @@ def pairs_table(compare:dict) -> str:
     return '\n'.join(lines)
 
 
+def seeds_phrase(runs:list) -> str:
+    "The seeds behind a page, from its run names (`...-s<seed>`): 'seed 0', 'seeds 0-4', 'seeds 0, 2'."
+    seeds = sorted({int(Path(r).name.rsplit('-s', 1)[1]) for r in runs})
+    if len(seeds) == 1: return f'seed {seeds[0]}'
+    if seeds == list(range(seeds[0], seeds[-1] + 1)): return f'seeds {seeds[0]}-{seeds[-1]}'
+    return 'seeds ' + ', '.join(map(str, seeds))
+
+
+def page_title(name:str, runs:list) -> str:
+    "The page's registered title with the seeds it actually compares (its planned 'seeds 0-4' or '5 seeds' replaced)."
+    t = PAGES[name][0]
+    for planned in (', seeds 0-4', ', 5 seeds'): t = t.removesuffix(planned)
+    return f'{t}, {seeds_phrase(runs)}'
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('pages', nargs='*', help='page names (see --list)')
@@ -139,7 +154,7 @@ def main(argv=None) -> int:
             why = f"none yet of {', '.join(why)}" if why else 'no seed finished at both windows'
             raise SystemExit(f'{n}: fewer than two of its arms and windows have a finished run ({why}); '
                              'train them first (ttt-sweep <sweep file> --status lists them)')
-        print(f'{n}: {len(runs)} runs ->', publish_comparison([str(r) for r in runs], name=n, title=PAGES[n][0]), flush=True)
+        print(f'{n}: {len(runs)} runs ->', publish_comparison([str(r) for r in runs], name=n, title=page_title(n, runs)), flush=True)
     return 0
 
 
