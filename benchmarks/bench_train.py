@@ -41,6 +41,7 @@ def one(row:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
     "Time `steps` optimizer steps of one row (a preset, or a `ROWS` entry, with an optional '+compile') in this process."
     import torch
 
+    from ttt_nb.core import hardware_info
     from ttt_nb.train import TrainConfig, Trainer
     cuda = torch.cuda.is_available()
     base, compiled = row.removesuffix('+compile'), row.endswith('+compile')
@@ -61,10 +62,11 @@ def one(row:str, seq_len:int, batch_size:int, steps:int, warmup:int) -> dict:
         n = sum(p.numel() for p in tr.model.parameters())
         n_emb = tr.model.get_input_embeddings().weight.numel()
         tok_s = steps * batch_size * seq_len / dt
-        from ttt_nb.core import hardware_info
-        row = dict(preset=row, cpu=hardware_info().get('cpu'), device=str(tr.device), compile=compiled, warmup_s=round(warm_s, 1), backbone='mamba' if tr.model.config.pre_conv else 'transformer', precision=str(tr.precision).replace('torch.', ''), seq_len=seq_len,
-                   batch_size=batch_size, timed_steps=steps, warmup_steps=warmup, seconds=round(dt, 3),
-                   s_per_step=round(dt / steps, 3), cpu_s_per_step=round(cpu / steps, 3), tokens_per_s=round(tok_s, 1), n_params=n, n_params_no_embedding=n - n_emb,
+        row = dict(preset=row, cpu=hardware_info().get('cpu'), device=str(tr.device), compile=compiled, warmup_s=round(warm_s, 1),
+                   backbone='mamba' if tr.model.config.pre_conv else 'transformer', precision=str(tr.precision).replace('torch.', ''),
+                   seq_len=seq_len, batch_size=batch_size, timed_steps=steps, warmup_steps=warmup, seconds=round(dt, 3),
+                   s_per_step=round(dt / steps, 3), cpu_s_per_step=round(cpu / steps, 3), tokens_per_s=round(tok_s, 1),
+                   n_params=n, n_params_no_embedding=n - n_emb,
                    threads=torch.get_num_threads(), last_loss=losses[-1], load_avg_1min=round(os.getloadavg()[0], 2))
         if cuda:
             row['peak_mem_gib'] = round(torch.cuda.max_memory_allocated() / 2**30, 3)

@@ -221,6 +221,15 @@ def test_status_crashed_error_and_stale(tmp_path):
     assert st['state'] == 'crashed' and 'heartbeat' in st['reason']
 
 
+def test_a_published_page_is_the_same_run_however_it_was_computed():
+    "publish_run's check: out_dir and compile (`HOW_NOT_WHAT`) do not make another run; a training setting does."
+    from ttt_nb.curriculum.publish import _same_setting
+    a = dict(W=64, train=dict(lr=1e-3, out_dir='runs/a', compile=False))
+    assert _same_setting(a, dict(W=64, train=dict(lr=1e-3, out_dir='runs/b', compile=True)))
+    assert not _same_setting(a, dict(W=64, train=dict(lr=2e-3, out_dir='runs/a', compile=False)))
+    assert not _same_setting(a, dict(W=128, train=a['train']))
+
+
 def test_interrupted_training_resumes_not_evaluated(tmp_path):
     "A train summary left by SIGTERM (state 'stopped', not early stopping) is no end: the run trains on; an early stop is one."
     from ttt_nb.curriculum.run import _training_done

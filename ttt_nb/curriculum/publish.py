@@ -22,7 +22,7 @@ from .compare import COMPARE_TITLES
 from .figures import FIG_DPI, plot_probes_over_training, run_label
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
 from .status import _read_json
-from .sweep import execute_template
+from .sweep import HOW_NOT_WHAT, execute_template
 from ..plots import save_figure
 from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, standing
 
@@ -142,8 +142,8 @@ def set_page(nb_path, # a notebook page of the site
     return p
 
 def _same_setting(a:dict, b:dict) -> bool:
-    "Whether two curriculum.json describe the same run: W and the training settings, wherever the run folder lay."
-    strip = lambda c: dict(W=c.get('W'), train={k: v for k, v in (c.get('train') or {}).items() if k != 'out_dir'})
+    "Whether two curriculum.json describe the same run: W and the training settings, wherever the run folder lay and however it was computed (`HOW_NOT_WHAT`)."
+    strip = lambda c: dict(W=c.get('W'), train={k: v for k, v in (c.get('train') or {}).items() if k not in HOW_NOT_WHAT})
     return strip(a) == strip(b)
 
 def publish_run(run_dir, # a finished curriculum folder holding its executed notebook
