@@ -63,14 +63,17 @@ def test_ttt_state_passing_switch(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
-    "compile=True trains the same function as eager: the same losses and weights over steps with state passing (the learned start state, then carried states and conv tails)."
+    "compile=True compiles the model as one graph (no graph break) and trains the same function as eager: the same losses and weights over steps with state passing (the learned start state, then carried states and conv tails)."
     small = dict(model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True, num_hidden_layers=1, hidden_size=32,
                                       intermediate_size=64, num_attention_heads=2), steps=4, n_checkpoints=0, eval_every=0, threads=1)
+    from torch._dynamo.utils import counters
+    counters.clear()
     runs = {}
     for comp in (False, True):
         tr = Trainer(cfg_(tmp_path / str(comp), compile=comp, **small))
         runs[comp] = ([tr.train_step()[0] for _ in range(4)], [p.detach().clone() for p in tr.model.parameters()])
         assert (tr.fwd is tr.model) != comp
+    assert counters['stats']['unique_graphs'] >= 1 and not counters['graph_break'], dict(counters['graph_break'])  # compiled, as one graph
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5, abs=0)
     for a, b in zip(runs[True][1], runs[False][1], strict=True): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
