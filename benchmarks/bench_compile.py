@@ -25,8 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS, MD = ROOT / 'benchmarks/results/compile.json', ROOT / 'benchmarks/compile.md'
-STUDY = dict(preset='tiny', corpus='python-stdlib', tokenizer='byte', seq_len=64, batch_size=32,
-             model_overrides=dict(pre_conv=True, share_qk=True, use_gate=True), weight_decay_mode='all', threads=1)
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+from bench_train import ROWS, SIZES  # noqa: E402  (the `study` row: one definition of the study's training shape)
+
+_PRESET, _EXTRA = ROWS['study']
+STUDY = dict(preset=_PRESET, corpus='python-stdlib', tokenizer='byte', seq_len=SIZES['cpu']['study'][0],
+             batch_size=SIZES['cpu']['study'][1], **_EXTRA)
 
 
 def write_md(r:dict):

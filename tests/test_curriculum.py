@@ -232,7 +232,7 @@ def test_a_published_page_is_the_same_run_however_it_was_computed():
 
 def test_interrupted_training_resumes_not_evaluated(tmp_path):
     "A train summary left by SIGTERM (state 'stopped', not early stopping) is no end: the run trains on; an early stop is one."
-    from ttt_nb.curriculum.run import _training_done
+    from ttt_nb.train import training_ended as _training_done
     sigterm = dict(state='stopped', reason='terminated (SIGTERM); resume from the last checkpoint with --resume', step=1, total_steps=4, signal='SIGTERM')
     assert not _training_done(sigterm) and not _training_done(dict(sigterm, reason='non-finite training loss (nan)', signal=None))
     assert _training_done(dict(sigterm, reason='early stopping: held-out loss did not improve')) and _training_done(dict(state='finished'))

@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 Q1 = ('sp', 'nosp', 'other', 'noise')
 STDLIB, WIKI = ('stdlib', 'runs/study'), ('wikitext', 'runs/study-wikitext')
 
-# name -> (title, corpus (prefix, run folder), W, arms, pair the seeds of the two windows)
+# name -> (title (`page_title` adds the seeds), corpus (prefix, run folder), W, arms, pair the seeds of the two windows)
 PAGES = {
     'compare-study-q1': ("The study, question 1: four ways to start a training segment (state passing, none, another sequence's "
-                         "final state, a noise initial state), W = 64, python-stdlib, 5 seeds", STDLIB, (64,), Q1, False),
-    'compare-study-w64-sp': ('The study, question 1: state passing against none, W = 64, python-stdlib, seeds 0-4',
+                         "final state, a noise initial state), W = 64, python-stdlib", STDLIB, (64,), Q1, False),
+    'compare-study-w64-sp': ('The study, question 1: state passing against none, W = 64, python-stdlib',
                              STDLIB, (64,), ('sp', 'nosp'), False),
-    'compare-study-w128': ('The study, question 2: W = 128 against W = 64 with state passing, python-stdlib, seeds 0-4',
+    'compare-study-w128': ('The study, question 2: W = 128 against W = 64 with state passing, python-stdlib',
                            STDLIB, (64, 128), ('sp',), True),
     'compare-study-w128-nosp': ('The study, question 2 without state passing: W = 128 against W = 64 at the same positions, '
                                 'python-stdlib', STDLIB, (64, 128), ('nosp',), True),
@@ -113,10 +113,8 @@ def seeds_phrase(runs:list) -> str:
 
 
 def page_title(name:str, runs:list) -> str:
-    "The page's registered title with the seeds it actually compares (its planned 'seeds 0-4' or '5 seeds' replaced)."
-    t = PAGES[name][0]
-    for planned in (', seeds 0-4', ', 5 seeds'): t = t.removesuffix(planned)
-    return f'{t}, {seeds_phrase(runs)}'
+    "The page's registered title and the seeds it actually compares."
+    return f'{PAGES[name][0]}, {seeds_phrase(runs)}'
 
 
 def main(argv=None) -> int:

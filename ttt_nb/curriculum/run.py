@@ -212,14 +212,10 @@ def _docs_hash(docs):
     return sha256_of(*docs)
 
 # %% ../../nbs/26_curriculum.run.ipynb #8c0620b6
-def _training_done(ts:dict|None) -> bool:
-    "Whether a train summary ends its run: the schedule reached, or early stopping; not a stop by SIGINT, SIGTERM or a non-finite loss."
-    return bool(ts) and (ts.get('state') == 'finished' or (ts.get('state') == 'stopped' and (ts.get('reason') or '').startswith('early')))
-
 def _train(out:Path, tcfg, prog) -> tuple[dict, bool]:
     "Train (skipped when train_summary.json says the run ended; an interrupted one resumes from its last save); the train summary and whether it trained."
     ts = _read_json(out / 'train_summary.json')
-    if _training_done(ts): return ts, False
+    if T.training_ended(ts): return ts, False
     prog(phase='training')
     tr = T.Trainer(tcfg)
     ts = tr.fit(resume=bool(list_checkpoints(out)))
@@ -268,7 +264,7 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
                         eval_docs_tokens=int(sum(len(d) for d in docs)))
         write_json_atomic(resolved, out / 'curriculum.json')
         ts, worked = _train(out, tcfg, prog)
-        if not _training_done(ts):   # interrupted (SIGINT/SIGTERM) or a non-finite loss: never evaluated as if it had ended
+        if not T.training_ended(ts):   # interrupted (SIGINT/SIGTERM) or a non-finite loss: never evaluated as if it had ended
             raise RuntimeError(f"training did not end (step {ts.get('step')} of {ts.get('total_steps')}, {ts['state']}: {ts.get('reason')}); "
                                "run the same command again to resume from the last save")
         ckpts = list_checkpoints(out)

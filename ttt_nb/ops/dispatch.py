@@ -18,8 +18,7 @@ __all__ = ['IMPLS', 'resolve_impl', 'ttt_linear', 'ttt_mlp']
 
 # %% ../../nbs/05_ops.dispatch.ipynb #87fe7ca3
 IMPLS = ('auto', 'torch', 'triton')
-_MODULES = {'torch': dict(ttt_linear='ttt_nb.ops.ttt_ref', ttt_mlp='ttt_nb.ops.ttt_ref'),
-            'triton': dict(ttt_linear='ttt_nb.ops.ttt_linear_triton', ttt_mlp='ttt_nb.ops.ttt_mlp_triton')}
+_TRITON = dict(ttt_linear='ttt_nb.ops.ttt_linear_triton', ttt_mlp='ttt_nb.ops.ttt_mlp_triton')   # imported on first use (needs triton)
 
 def _triton_available() -> bool:
     try: importlib.import_module('ttt_nb.ops.ttt_linear_triton'); return True
@@ -42,12 +41,11 @@ def _op(name, impl, args):
     XQ, token_idx = args[0], args[4]
     chosen = resolve_impl(impl, XQ.device)
     if chosen == 'torch': return getattr(ttt_ref, name)   # imported above, so torch.compile traces through without a graph break
-    mod = importlib.import_module(_MODULES[chosen][name])
-    if chosen == 'triton':
-        why = mod.supports(XQ, token_idx)
-        if why is not None:  # e.g. float64 or head dim > 128: the reference covers everything
-            if why not in _WARNED: _WARNED.add(why); warnings.warn(f"{name}: Triton falls back to the reference ({why})", stacklevel=3)
-            mod = importlib.import_module(_MODULES['torch'][name])
+    mod = importlib.import_module(_TRITON[name])
+    why = mod.supports(XQ, token_idx)
+    if why is not None:  # e.g. float64 or head dim > 128: the reference covers everything
+        if why not in _WARNED: _WARNED.add(why); warnings.warn(f"{name}: Triton falls back to the reference ({why})", stacklevel=3)
+        return getattr(ttt_ref, name)
     return getattr(mod, name)
 
 # %% ../../nbs/05_ops.dispatch.ipynb #a1260634

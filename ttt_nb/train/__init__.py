@@ -9,6 +9,6 @@ __all__ = []
 from .build import build_model, mini_batch_size  # noqa: F401 (re-exported)
 from .config import TrainConfig, milestone_steps, resolve_wandb_mode  # noqa: F401 (re-exported)
 from .dist import Dist  # noqa: F401 (re-exported)
-from .loop import NonFiniteLoss, Trainer  # noqa: F401 (re-exported)
+from .loop import NonFiniteLoss, Trainer, training_ended  # noqa: F401 (re-exported)
 from .optim import lr_at, param_groups  # noqa: F401 (re-exported)
 from .runfolder import RunInUse  # noqa: F401 (re-exported)

@@ -62,7 +62,7 @@ from ttt_nb.train.runfolder import (
 )
 
 # %% auto #0
-__all__ = ['MIN_CONVERGENCE_TOKENS', 'NonFiniteLoss', 'Trainer', 'heldout_convergence']
+__all__ = ['MIN_CONVERGENCE_TOKENS', 'NonFiniteLoss', 'Trainer', 'ended_early', 'training_ended', 'heldout_convergence']
 
 # %% ../../nbs/18_train.loop.ipynb #4d819db3
 def _rng_state() -> dict:
@@ -528,7 +528,7 @@ def _train_summary(self:Trainer, state:str, reason:str|None) -> dict:
     "What `fit` returns and writes to train_summary.json."
     cfg = self.cfg
     schedule_done = self.step >= cfg.steps
-    early = state == 'stopped' and (reason or '').startswith('early')
+    early = ended_early(state, reason)
     hist = getattr(self, '_heldout_hist', [])
     seg = [r for r in hist if 'seg_nll' in r]
     test = heldout_convergence(seg[-2], seg[-1], cfg.converge_tol) if len(seg) >= 2 else None
@@ -554,6 +554,15 @@ def _save_after_step(self:Trainer, stop:bool):
     if self.step == cfg.steps or stop: self.save_checkpoint('milestone' if self.step in self.milestones else 'final')
     elif self.step in self.milestones: self.save_checkpoint('milestone')
     elif cfg.save_every and self.step % cfg.save_every == 0: self.save_checkpoint('periodic')
+
+# %% ../../nbs/18_train.loop.ipynb #a7c3e1d2
+def ended_early(state:str, reason:str|None) -> bool:
+    "Whether `fit` stopped by the early-stopping rule (its other `stopped`: SIGINT, SIGTERM, a non-finite loss)."
+    return state == 'stopped' and (reason or '').startswith('early')
+
+def training_ended(summary:dict|None) -> bool:
+    "Whether a train summary (train_summary.json) ends its run: the schedule reached, or early stopping; an interrupted run has not ended."
+    return bool(summary) and (summary.get('state') == 'finished' or ended_early(summary.get('state'), summary.get('reason')))
 
 # %% ../../nbs/18_train.loop.ipynb #c4e2d4d3
 MIN_CONVERGENCE_TOKENS = 32768   # the convergence test's size in the default config; smaller tests are flagged
