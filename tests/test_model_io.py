@@ -80,6 +80,8 @@ def test_presets():
     (dict(rms_norm_eps=float('nan')), 'rms_norm_eps must be a number > 0'),
     (dict(rope_theta=0), 'rope_theta must be a number > 0'),
     (dict(max_position_embeddings=0), 'max_position_embeddings must be a positive int'),
+    (dict(dropout=1.0), 'dropout must be a number in [0, 1)'),
+    (dict(dropout=-0.1), 'dropout must be a number in [0, 1)'),
     (dict(num_layers=3), "unknown field 'num_layers' (did you mean 'num_hidden_layers'?)"),
     (dict(mini_batch_sise=8), "did you mean 'mini_batch_size'"),
 ])
@@ -104,6 +106,20 @@ def test_transformers_own_config_keys_still_load(tmp_path):
     assert TTTConfig(**m2.config.to_dict()).hidden_size == 32
     j['num_layers'] = 3; (tmp_path / 'config.json').write_text(json.dumps(j))
     with pytest.raises(ValueError, match="unknown field 'num_layers'"): AutoConfig.from_pretrained(tmp_path)
+
+def test_dropout_acts_in_training_only():
+    "dropout > 0: the same weights as the official model, random in training mode, the official function in eval mode; 0 draws no random numbers."
+    ids = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(1))
+    m0, m1 = model(), model(dropout=0.3)
+    assert m0.state_dict().keys() == m1.state_dict().keys()
+    m1.load_state_dict(m0.state_dict())
+    ref = m0(ids).logits
+    assert torch.equal(m1(ids).logits, ref)                      # eval mode: dropout off
+    m1.train()
+    a, b = m1(ids).logits, m1(ids).logits
+    assert not torch.equal(a, ref) and not torch.equal(a, b)     # training mode: random masks
+    m0.train(); g = torch.get_rng_state()
+    assert torch.equal(m0(ids).logits, ref) and torch.equal(torch.get_rng_state(), g)
 
 def test_bad_input_errors():
     m = model()

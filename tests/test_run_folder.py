@@ -187,6 +187,22 @@ def test_resume_with_changed_settings_is_refused_unless_allowed(tmp_path):
     assert json.loads((Path(cfg.out_dir) / 'config.json').read_text())['lr'] == 0.01 and b.step == 5
 
 
+def test_checkpoint_from_before_a_model_field_resumes():
+    "A model config field added later (dropout) is absent from older checkpoints: they resume where the run keeps its old value, not otherwise."
+    from ttt_nb.config import TTTConfig
+    from ttt_nb.model import TTTForCausalLM
+    from ttt_nb.train.runfolder import check_resume, run_identity
+    def ident(**kw):
+        m = TTTForCausalLM(TTTConfig.from_preset('tiny', vocab_size=40, bos_token_id=None, eos_token_id=None, **kw))
+        return run_identity(m, cfg_(Path('.')), 1)
+    old = ident(); del old['model_config']['dropout']
+    saved = dict(identity=old, config=cfg_(Path('.')).to_dict(), step=3)
+    assert check_resume('ckpt', saved, ident(), cfg_(Path('.')).to_dict(), 'none') is None
+    assert 'dropout' not in saved['identity']['model_config']      # the saved state is not changed
+    with pytest.raises(ValueError, match=r'another configuration \(model_config\).*dropout: 0\.0 vs 0\.1'):
+        check_resume('ckpt', saved, ident(dropout=0.1), cfg_(Path('.')).to_dict(), 'none')
+
+
 def test_harmless_change_needs_no_flag(tmp_path):
     "A setting that does not change what is measured (here log_every) may change on resume; it is still recorded."
     cfg = cfg_(tmp_path, steps=3); build(cfg).fit()

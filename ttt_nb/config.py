@@ -98,6 +98,7 @@ class TTTConfig(PreTrainedConfig):
                  ttt_impl:str='auto',             # inner-loop implementation: 'auto', 'torch' or 'triton'
                  carry:str='learned',             # token_idx: 'learned' (official), 'on' (fixed at 1/i, not trained), 'off' (last one 0)
                  token_idx_param:str='official',  # 'official' clamp_min(1/i + p, 0); 'softplus' or 'exp': no absorbing 0 (same value at p=0)
+                 dropout:float=0.0,               # training only: dropout on the embeddings and on each branch before the residual add (0 = the official model)
                  **kwargs):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
@@ -107,7 +108,7 @@ class TTTConfig(PreTrainedConfig):
         self.use_gate, self.share_qk, self.pre_conv, self.conv_kernel = use_gate, share_qk, pre_conv, conv_kernel
         self.ttt_layer_type, self.ttt_base_lr, self.mini_batch_size = ttt_layer_type, ttt_base_lr, mini_batch_size
         self.scan_checkpoint_group_size, self.ttt_impl = scan_checkpoint_group_size, ttt_impl
-        self.carry, self.token_idx_param = carry, token_idx_param
+        self.carry, self.token_idx_param, self.dropout = carry, token_idx_param, dropout
         self.tie_word_embeddings = tie_word_embeddings
         check_keys(type(self), kwargs)
         self.validate_ttt()                     # before transformers' own checks, which read head_dim
@@ -149,6 +150,7 @@ def validate_ttt(self:TTTConfig) -> None:
     need(num(self.ttt_base_lr) and self.ttt_base_lr >= 0, f"ttt_base_lr must be >= 0 (0 freezes the inner loop: a no-memory control), got {self.ttt_base_lr!r}")
     need(num(self.rms_norm_eps) and self.rms_norm_eps > 0, f"rms_norm_eps must be a number > 0, got {self.rms_norm_eps!r}")
     need(num(self.rope_theta) and self.rope_theta > 0, f"rope_theta must be a number > 0, got {self.rope_theta!r}")
+    need(num(self.dropout) and 0 <= self.dropout < 1, f"dropout must be a number in [0, 1), got {self.dropout!r}")
     need(num(self.initializer_range) and self.initializer_range >= 0, f"initializer_range must be a number >= 0, got {self.initializer_range!r}")
     mp = self.max_position_embeddings
     need(isinstance(mp, int) and not isinstance(mp, bool) and mp >= 1, f"max_position_embeddings must be a positive int, got {mp!r}")

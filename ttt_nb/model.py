@@ -29,8 +29,8 @@ from .state import TTTState
 
 # %% auto #0
 __all__ = ['SUPPORTED_TRANSFORMERS', 'RMSNorm', 'SwiGluMLP', 'causal_conv', 'PreConv', 'rope_cos_sin', 'apply_rope', 'TTTBase',
-           'carry_from_param', 'TTTLinear', 'TTTMLP', 'Block', 'TTTOutput', 'TTTCausalLMOutput', 'TTTPreTrainedModel',
-           'TTTModel', 'TTTRowGroups', 'TTTForCausalLM', 'load_official_state_dict']
+           'carry_from_param', 'TTTLinear', 'TTTMLP', 'dropout_module', 'Block', 'TTTOutput', 'TTTCausalLMOutput',
+           'TTTPreTrainedModel', 'TTTModel', 'TTTRowGroups', 'TTTForCausalLM', 'load_official_state_dict']
 
 # %% ../nbs/07_model.ipynb #a0a198a4
 class RMSNorm(nn.Module):
@@ -217,6 +217,10 @@ class TTTMLP(TTTBase):
         self.b2 = nn.Parameter(torch.zeros(H, 1, d))
 
 # %% ../nbs/07_model.ipynb #6be0508b
+def dropout_module(config) -> nn.Module:
+    "`config.dropout` as a module: `nn.Dropout` (active in training mode only), or the identity at 0 (the official model: no random numbers drawn)."
+    return nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+
 class Block(nn.Module):
     "One residual block: optional pre-conv, the TTT layer, the SwiGLU MLP."
     def __init__(self, config, layer_idx:int):
@@ -228,16 +232,17 @@ class Block(nn.Module):
         if self.pre_conv: self.conv = PreConv(config)
         self.seq_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.drop = dropout_module(config)
 
     def forward(self, h:Tensor, params:tuple, grads:tuple, tails:dict, offset:int) -> tuple:
         "h [B,T,C] -> (h, params, grads, tails)."
         tails = dict(tails)
         if self.pre_conv:
             y, tails['pre_conv'] = self.conv(h, tails.get('pre_conv'))
-            h = h + y
+            h = h + self.drop(y)
         y, params, grads, tails = self.seq_modeling_block(self.seq_norm(h), params, grads, tails, offset)
-        h = h + y
-        return h + self.mlp(self.ffn_norm(h)), params, grads, tails
+        h = h + self.drop(y)
+        return h + self.drop(self.mlp(self.ffn_norm(h))), params, grads, tails
 
 # %% ../nbs/07_model.ipynb #1490abd6
 @dataclass
@@ -310,6 +315,7 @@ class TTTModel(TTTPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList([Block(config, i) for i in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.embed_drop = dropout_module(config)
         self.post_init()
 
     def get_input_embeddings(self): return self.embed_tokens
@@ -356,7 +362,7 @@ def forward(self:TTTModel,  # noqa: F811 (@patch: each class's forward)
     B, T, _ = inputs_embeds.shape
     if state is None: state = self.init_state(B)
     else: self._check_state(state, B)
-    h, all_h = inputs_embeds, ()
+    h, all_h = self.embed_drop(inputs_embeds), ()
     params, grads, conv = [], [], []
     for i, layer in enumerate(self.layers):
         h, p, g, c = layer(h, state.params[i], state.grads[i], state.conv[i], state.offset)

@@ -16,8 +16,8 @@ from ..checkpoint import list_checkpoints
 from ..core import utc_now as _now
 
 # %% auto #0
-__all__ = ['EARLIER_RUN', 'CONFIG_BOOKKEEPING', 'FREE_TO_CHANGE', 'RunInUse', 'lock_run_dir', 'unlock_run_dir', 'start_run_files',
-           'prune_periodic', 'clear_partial', 'run_identity', 'check_resume']
+__all__ = ['EARLIER_RUN', 'CONFIG_BOOKKEEPING', 'ADDED_MODEL_FIELDS', 'FREE_TO_CHANGE', 'RunInUse', 'lock_run_dir',
+           'unlock_run_dir', 'start_run_files', 'prune_periodic', 'clear_partial', 'run_identity', 'check_resume']
 
 # %% ../../nbs/17a_train.runfolder.ipynb #8c39bae8
 class RunInUse(RuntimeError): "Another trainer holds the run folder's lock."
@@ -99,6 +99,7 @@ def clear_partial(out) -> list[str]:
 # %% ../../nbs/17a_train.runfolder.ipynb #635c9032
 CONFIG_BOOKKEEPING = ('transformers_version', 'torch_dtype', 'dtype', 'architectures', 'output_attentions', 'output_hidden_states',
                       'return_dict', 'use_cache')   # model config keys that say nothing about the model
+ADDED_MODEL_FIELDS = {'dropout': 0.0}   # model config fields added after checkpoints were written: the value a checkpoint without one had
 
 def run_identity(model, # the model (its `config`, if it has one)
                  cfg, # the run's `TrainConfig`
@@ -131,6 +132,9 @@ def check_resume(path, # the checkpoint (for the messages)
     if (was == 'fsdp') != (dist_mode == 'fsdp'):
         raise ValueError(f"{path} was written under dist_mode {was!r} and this run uses {dist_mode!r}: the optimizer state is "
                          f"keyed by name under FSDP2 and by position otherwise; resume with --dist-mode {'fsdp' if was == 'fsdp' else 'ddp'}")
+    saved, mc = dict(saved, identity=dict(saved['identity'])), identity.get('model_config') or {}
+    if isinstance(saved['identity'].get('model_config'), dict):   # a field this model has and the checkpoint predates
+        saved['identity']['model_config'] = {**{k: v for k, v in ADDED_MODEL_FIELDS.items() if k in mc}, **saved['identity']['model_config']}
     bad = [k for k in identity if saved['identity'].get(k) != identity[k]]
     if bad:
         detail = '; '.join(f"{k}: checkpoint {saved['identity'].get(k)!r} vs this run {identity[k]!r}" for k in bad if k != 'model_config')
