@@ -241,6 +241,9 @@ def test_interrupted_training_resumes_not_evaluated(tmp_path):
     C.run_curriculum(**TINY, out_dir=str(out))
     ts = json.loads((out / 'train_summary.json').read_text())
     assert ts['state'] == 'finished' and ts['step'] == TINY['steps'], ts
+    st = json.loads((out / 'curriculum_status.json').read_text())   # the run's times: the trainer's clocks (kept across sessions) + the evaluations
+    assert st['wall_s'] == round(ts['elapsed_s'] + sum(st['eval_seconds']), 1) and len(st['eval_cpu_seconds']) == len(st['eval_seconds'])
+    assert st['cpu_s'] == round(ts['cpu_s'] + sum(st['eval_cpu_seconds']), 1) and st['cpu_s'] > 0
 
 
 def test_sweep_with_a_failing_set(tmp_path):

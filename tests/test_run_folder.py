@@ -139,6 +139,29 @@ def test_log_cut_back_to_checkpoint_on_resume(tmp_path):
     assert log_steps(cfg.out_dir) == [0, 1, 2, 3, 4, 5, 6]
 
 
+def _set_trainer_field(ck, key, value=None, drop=False):
+    "Change one field of a checkpoint's trainer.json, with its checksum fixed up."
+    tj = json.loads((ck / 'trainer.json').read_text())
+    if drop: del tj[key]
+    else: tj[key] = value
+    (ck / 'trainer.json').write_text(json.dumps(tj))
+    meta = json.loads((ck / 'meta.json').read_text())
+    meta['files']['trainer.json'] = sha256_file(ck / 'trainer.json'); (ck / 'meta.json').write_text(json.dumps(meta))
+
+
+def test_cpu_time_sums_over_sessions(tmp_path):
+    "The trainer keeps its CPU clock in each checkpoint, like its wall clock: a resumed run counts every session; one resumed from a checkpoint without it reports none."
+    for i, (kw, check) in enumerate(((dict(value=1000.0), lambda c: 1000.0 < c < 1100.0), (dict(drop=True), lambda c: c is None))):
+        cfg = cfg_(tmp_path / str(i), steps=6, save_every=2)
+        s = stop_at(build(cfg), 4).fit()
+        assert s['step'] == 4 and 0 < s['cpu_s'] < 100
+        ck = latest_checkpoint(cfg.out_dir)
+        assert json.loads((ck / 'trainer.json').read_text())['cpu'] > 0
+        _set_trainer_field(ck, 'cpu', **kw)
+        s = build(cfg).fit(resume=True)
+        assert s['step'] == 6 and check(s['cpu_s']), s['cpu_s']
+
+
 def test_fresh_run_moves_earlier_log_aside(tmp_path):
     "A fresh run where an earlier run left no checkpoint starts a new log; the earlier one is kept beside it."
     cfg = cfg_(tmp_path, steps=6, save_every=0)

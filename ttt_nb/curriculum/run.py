@@ -184,8 +184,7 @@ class _Progress:
                                                               started=_now(), checkpoint_steps=list(steps), evaluated=[], eval_seconds=[])
         old = _read_json(self.path)
         if old and old.get('evaluated'): self.d.update(evaluated=old['evaluated'], eval_seconds=old.get('eval_seconds', []),
-                                                       last_eval=old.get('last_eval'))
-        self.prev_wall, self.prev_cpu = (old or {}).get('wall_s') or 0.0, (old or {}).get('cpu_s') or 0.0  # earlier sessions of this folder
+                                                       eval_cpu_seconds=old.get('eval_cpu_seconds'), last_eval=old.get('last_eval'))
         if old: self.d.update({k: old[k] for k in ('wall_s', 'cpu_s') if k in old})
     def __call__(self, **kw):
         self.d.update(kw, updated=_now())
@@ -230,7 +229,7 @@ def _eval_checkpoint(out:Path, cfg:dict, tcfg, ts:dict, docs:list, dinfo:dict, s
             old['config'].get(k) == v for k, v in (('stride', cfg['eval']['stride']), ('truncation', cfg['eval']['truncation']), ('n_boot', cfg['eval']['n_boot']), ('ci_method', STATS.CI_METHOD))):
         return old, False   # evaluated before this run was resumed: same documents, same settings
     prog(current=step)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     meta = _read_json(path / 'meta.json') or {}
     training = dict(step=step, final_train_loss=meta.get('loss'), heldout_loss=meta.get('heldout_loss'),
                     tokens_seen=meta.get('tokens_seen'), seeds=[tcfg.seed], state_passing=tcfg.state_passing,
@@ -241,7 +240,9 @@ def _eval_checkpoint(out:Path, cfg:dict, tcfg, ts:dict, docs:list, dinfo:dict, s
                               truncation=cfg['eval']['truncation'], max_multiple=(dinfo['max_mult'] * W + W // 2) / W + 1e-9,
                               min_docs=cfg['eval']['min_docs'], n_boot=cfg['eval']['n_boot'], ratios=probe_ratios(dinfo['max_mult']),
                               name=name, log_wandb=False, memory=cfg['eval'].get('memory'), ngram='auto' if cfg['eval'].get('ngram', True) else None)
-    prog(evaluated=sorted(set(prog.d['evaluated']) | {step}), eval_seconds=prog.d['eval_seconds'] + [round(time.time() - t0, 2)])
+    cpu = prog.d.get('eval_cpu_seconds', [])   # None: an earlier session evaluated without keeping it
+    prog(evaluated=sorted(set(prog.d['evaluated']) | {step}), eval_seconds=prog.d['eval_seconds'] + [round(time.time() - t0, 2)],
+         eval_cpu_seconds=None if cpu is None else cpu + [round(time.process_time() - c0, 2)])
     return s, True
 
 # %% ../../nbs/26_curriculum.run.ipynb #850ce0e3
@@ -256,7 +257,6 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
     _set_threads(cfg.get('threads', 0))
     tcfg = T.TrainConfig.from_dict(cfg['train'])
     prog = _Progress(out, T.milestone_steps(tcfg))
-    t_start, c_start = time.time(), time.process_time()
     try:
         prog(phase='starting')
         docs, dinfo = eval_documents(cfg)
@@ -286,8 +286,10 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
         write_json_atomic(entries, out / 'all_summaries.json')
         run = load_run(out)
         if figures: prog(phase='figures', current=None); curriculum_figures(run, memory=True)
-        if worked:   # a re-execution that only redraws keeps the measured times of the sessions that computed
-            prog(wall_s=round(prog.prev_wall + time.time() - t_start, 1), cpu_s=round(prog.prev_cpu + time.process_time() - c_start, 1))
+        if worked:   # the run's clocks summed over every session that computed (the trainer keeps its own in its checkpoints);
+            ev, evc, cpu = prog.d['eval_seconds'], prog.d.get('eval_cpu_seconds'), ts.get('cpu_s')   # a redraw keeps the old times
+            prog(wall_s=round((ts.get('elapsed_s') or 0.0) + sum(ev), 1),
+                 cpu_s=round(cpu + sum(evc), 1) if cpu is not None and evc is not None else None)
         prog(phase='finished', current=None, train_s=ts.get('elapsed_s'))
     except BaseException as ex:
         prog(phase='crashed', error=f'{type(ex).__name__}: {ex}'); raise
@@ -401,7 +403,8 @@ def run_overview(run:dict) -> str:
             ('corpus hash (evaluated split)', f"`{str(dt.get('corpus_hash', ''))[:16]}`"),
             ('SW', f"strided, S = {c['eval']['stride']}"), ('seed', f"{t['seed']} (single seed)"),
             ('hardware', f"{_hw(hw)}, torch {hw.get('torch')}, {c.get('torch_threads', '?')} threads"),
-            ('wall time', f"{st.get('wall_s', float('nan')):.0f} s (training {st.get('train_s') or float('nan'):.0f} s); process CPU time {st.get('cpu_s') or float('nan'):.0f} s")]
+            ('wall time', f"{st.get('wall_s', float('nan')):.0f} s (training {st.get('train_s') or float('nan'):.0f} s); process CPU time "
+                          + (f"{st['cpu_s']:.0f} s" if st.get('cpu_s') else 'not measured (resumed from a checkpoint that did not keep it)'))]
     return '| | |\n|---|---|\n' + '\n'.join(f'| {k} | {v} |' for k, v in rows)
 
 # %% ../../nbs/26_curriculum.run.ipynb #cdf0a820

@@ -126,7 +126,7 @@ class Trainer:
         self.step, self.segment, self.tokens_seen = 0, 0, 0
         self.states = [None] * cfg.grad_accum          # one TTT state per accumulation chunk of rows
         self.best, self.bad_evals, self.heldout_loss, self.last_loss = math.inf, 0, None, None
-        self.start_heldout, self.stop_reason, self.elapsed0 = None, None, 0.0
+        self.start_heldout, self.stop_reason, self.elapsed0, self.cpu0 = None, None, 0.0, 0.0
         self.milestones = set(milestone_steps(cfg))
         self.wandb = None
 
@@ -299,7 +299,7 @@ def save_checkpoint(self:Trainer, kind:str='milestone') -> Path:
                         tokens_seen=self.tokens_seen, best=self.best, bad_evals=self.bad_evals,
                         heldout_loss=self.heldout_loss, start_heldout=self.start_heldout, last_loss=self.last_loss,
                         heldout_hist=getattr(self, '_heldout_hist', []), world_size=self.dist.world_size,
-                        elapsed=self._elapsed(), config=self.cfg.to_dict(), identity=self._identity()), tmp / 'trainer')
+                        elapsed=self._elapsed(), cpu=self._cpu(), config=self.cfg.to_dict(), identity=self._identity()), tmp / 'trainer')
     self.dist.barrier()
     if self.dist.is_main:
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -352,7 +352,7 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
     if self.scaler and tr['scaler']: self.scaler.load_state_dict(tr['scaler'])
     for k in ('step', 'segment', 'tokens_seen', 'best', 'bad_evals', 'heldout_loss', 'start_heldout', 'last_loss'): setattr(self, k, tr[k])
     self._heldout_hist = list(tr.get('heldout_hist', []))
-    self.elapsed0 = tr['elapsed']
+    self.elapsed0, self.cpu0 = tr['elapsed'], tr.get('cpu')   # no 'cpu': a checkpoint from before it was kept, CPU time unknown
     try: rk = load_data(path / f'rank{self.dist.rank}', live_objects(self.model), state_classes(self.model), self.device)
     except (OSError, ValueError, KeyError, TypeError) as e: raise ValueError(f"{path}: damaged rank state ({type(e).__name__}: {e})") from None
     self.stream.load_state_dict(rk['stream']); self._it = iter(self.stream)
@@ -367,6 +367,11 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
 # %% ../../nbs/18_train.loop.ipynb #761ac47e
 @patch
 def _elapsed(self:Trainer) -> float: return self.elapsed0 + (time.time() - self._t0 if hasattr(self, '_t0') else 0.0)
+
+@patch
+def _cpu(self:Trainer) -> float|None:
+    "This process's CPU seconds of training, summed over the sessions of the run (None when a checkpoint it resumed from did not keep them)."
+    return None if self.cpu0 is None else self.cpu0 + (time.process_time() - self._c0 if hasattr(self, '_c0') else 0.0)
 
 @patch
 def _status(self:Trainer, state:str, reason:str=None, tok_s:float=None):
@@ -520,7 +525,7 @@ def _start(self:Trainer, resume:bool, allow_config_change:bool):
     self._prepare_run_dir(resume)
     self._start_run_files(resume)
     self._started = True
-    self._t0, self._step0 = time.time(), self.step
+    self._t0, self._c0, self._step0 = time.time(), time.process_time(), self.step
     self._init_wandb()
 
 @patch
@@ -544,7 +549,7 @@ def _train_summary(self:Trainer, state:str, reason:str|None) -> dict:
                               ttt_base_lr=getattr(mc, 'ttt_base_lr', None)),
                 final_carry=self._carry_record(self.step).get('carry'),
                 best_heldout_loss=None if math.isinf(self.best) else self.best, tokens_seen=self.tokens_seen,
-                elapsed_s=round(self._elapsed(), 2), signal=self.exit_signal,
+                elapsed_s=round(self._elapsed(), 2), cpu_s=None if self._cpu() is None else round(self._cpu(), 2), signal=self.exit_signal,
                 checkpoints=[str(p) for _, p in list_checkpoints(self.out)])
 
 @patch
