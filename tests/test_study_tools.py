@@ -196,13 +196,15 @@ def test_regime_page_follows_its_sweep_and_pairs_with_the_5gram(tmp_path, monkey
     sweep = tmp_path / 'regime_toy.yaml'
     sweep.write_text('defaults: {corpus: /x/toy-corpus, seq_len: 8}\nruns:\n  - {name: a, why: first}\n  - {name: b, why: second}\n'
                      '  - {name: c, why: another W, seq_len: 16}\n')
-    (res / 'c.json').write_text((res / 'a.json').read_text().replace('"name": "a"', '"name": "c"').replace('"seq_len": 8', '"seq_len": 16'))
+    (res / 'c.json').write_text((res / 'a.json').read_text().replace('"name": "a"', '"name": "c"').replace('"seq_len": 8', '"seq_len": 16')
+                                .replace('"cpu_s": 2.0', '"cpu_s": null'))   # resumed from a checkpoint without the trainer's CPU clock
     monkeypatch.setattr(RS, 'ROOT', tmp_path); (tmp_path / 'benchmarks').mkdir()
     RS.main([str(sweep), '--results-dir', str(res), '--markdown'])
     md = (tmp_path / 'benchmarks' / 'regime-toy.md').read_text()
     assert md.startswith('# The regime sweep on toy-corpus') and 'published study' not in md and 'fitted on toy-corpus/validation' in md
     assert '| a | first |' in md and '-0.125 [-0.205, -0.045] | abcdef0 |' in md and '| b | second | | | not run |' in md
     assert '| c | another W |' in md and '| other documents | abcdef0 |' in md   # the n-gram scored the default W's documents
+    assert '| 160 | 3 (2) |' in md and '| 160 | 3 (CPU not measured) |' in md
     assert 'load average 1.5 when each run ended' in md and '2 cores' in md
     page = (tmp_path / 'reports' / 'regime-toy.qmd').read_text()
     assert 'title: "The regime on toy-corpus' in page and '--results-dir reports/regime-toy --markdown' in page

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from _runs import cpu_seconds, fit_to_end, provenance  # tools/ is on sys.path when a tool runs
+from _runs import fit_to_end, provenance  # tools/ is on sys.path when a tool runs
 
 from ttt_nb.checkpoint import latest_checkpoint
 from ttt_nb.core import write_json_atomic
@@ -54,13 +54,12 @@ def eval_docs(cfg:TrainConfig, split:str, mult:float, published:int=16) -> dict:
 
 def run_one(name:str, fields:dict, out_root:Path, res_root:Path, eval_split:str, mult:float) -> dict:
     cfg = TrainConfig.from_dict(dict(fields, out_dir=str(out_root / name), run_eval=False, progress=False, wandb='disabled'))
-    t0, c0 = time.time(), cpu_seconds()
     resume = latest_checkpoint(cfg.out_dir) is not None
     summ = fit_to_end(Trainer(cfg), name, resume, 'run the sweep again to resume it')
-    train_s, train_cpu = time.time() - t0, cpu_seconds() - c0
+    train_s, train_cpu = summ['elapsed_s'], summ.get('cpu_s')   # the trainer's clocks, summed over the sessions of a resumed run
     ckpt = latest_checkpoint(cfg.out_dir)
     model = load_checkpoint(ckpt)
-    res = dict(name=name, config=cfg.to_dict(), train=dict(wall_s=round(train_s, 1), cpu_s=round(train_cpu, 1), resumed=resume,
+    res = dict(name=name, config=cfg.to_dict(), train=dict(wall_s=round(train_s, 1), cpu_s=None if train_cpu is None else round(train_cpu, 1), resumed=resume,
                tokens=cfg.steps * cfg.batch_size * cfg.seq_len, n_params=int(sum(p.numel() for p in model.parameters())),
                final_train_loss=summ.get('final_train_loss'), heldout_loss=summ.get('heldout_loss'), summary=summ),
                eval=dict(split=eval_split, max_multiple=mult))
@@ -213,7 +212,8 @@ def markdown(sweep_path:str, res_root:Path) -> str:
             out.append(f"| {run['name']} | {run.get('why', '')} | | | not run | | | | |"); continue
         c, t, ev = r['config'], r['train'], r['eval']
         par = f"{t['n_params']:,}; {c['steps']} x {c['batch_size']} x {c['seq_len']}; lr {c['lr']:g}; wd {c.get('weight_decay_mode', 'matrices')}"
-        out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({t['cpu_s']:.0f}) | "
+        cpu = 'CPU not measured' if t['cpu_s'] is None else f"{t['cpu_s']:.0f}"   # a resumed run from before the trainer kept its CPU clock
+        out.append(f"| {r['name']} | {run.get('why', '')} | {par} | {t['tokens']:,} | {t['wall_s']:.0f} ({cpu}) | "
                    f"{ev['published16']['ppl']:.3f} | {ev['all']['ppl']:.3f} | {_vs_ngram(ev['all'], ng, same_w=c['seq_len'] == w0)} | {r['commit'][:7]} |")
     evs = sorted((res_root / 'eval').glob('*/summary.json'))
     if evs:
