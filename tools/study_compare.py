@@ -8,7 +8,8 @@
 
 A page compares the finished runs of its arms (`runs/study/<corpus>-w<W>-<arm>-s<seed>`, the names of
 `sweeps/study_stdlib.yaml` and `sweeps/study_wikitext.yaml`; the `compare-b32-*` pages read the same names in `runs/study-b32`,
-from `sweeps/study_stdlib_b32.yaml`). A question-2 page pairs W = 64 with W = 128 of one arm,
+from `sweeps/study_stdlib_b32.yaml`, and the `compare-wdrop-*` pages those of `sweeps/study_wikitext_drop.yaml` in
+`runs/study-wikitext-drop`). A question-2 page pairs W = 64 with W = 128 of one arm,
 so it keeps only the seeds finished at both windows. A page named on the command line is published once two of its
 arm-and-window groups have a finished run (the front page says which seeds stand behind it); `--all` publishes only
 pages with every group. `--pairs` prints what the front page quotes: A - B in full
@@ -61,6 +62,10 @@ PAGES = {
 B32 = ('stdlib', 'runs/study-b32')
 PAGES.update({n.replace('compare-study', 'compare-b32'): (t.replace('The study', 'The study at 41M tokens (batch 32)', 1), B32, Ws, arms, p)
               for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == STDLIB})
+# ... and for WikiText-2 with dropout 0.1, the regime past its 5-gram (sweeps/study_wikitext_drop.yaml, runs/study-wikitext-drop): compare-wdrop-*.
+WDROP = ('wikitext', 'runs/study-wikitext-drop')
+PAGES.update({n.replace('compare-study-wikitext', 'compare-wdrop'): (t.replace('The study on WikiText-2 raw', 'The study on WikiText-2 raw with dropout 0.1', 1), WDROP, Ws, arms, p)
+              for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == WIKI})
 
 @lru_cache(maxsize=None)  # pages share runs and --list asks twice per page: read each status once
 def finished(run:Path) -> bool:
