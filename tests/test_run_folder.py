@@ -47,6 +47,12 @@ class _Payload:
     def __reduce__(self): return (open, (self.marker, 'w'))
 
 
+def _fix_checksum(ck, name):
+    "Record the edited file's checksum in the checkpoint's meta.json, as a tamperer who knows the format would."
+    meta = json.loads((ck / 'meta.json').read_text())
+    meta['files'][name] = sha256_file(ck / name); (ck / 'meta.json').write_text(json.dumps(meta))
+
+
 # --- D1: a run folder is data only
 
 def test_checkpoint_is_data_only(tmp_path):
@@ -78,9 +84,7 @@ def test_tampered_state_object_is_refused(tmp_path):
     ck = latest_checkpoint(cfg.out_dir)
     rk = json.loads((ck / 'rank0.json').read_text())
     rk['states'][0] = {'$object': 'subprocess.Popen', 'fields': {'args': 'touch x'}}
-    (ck / 'rank0.json').write_text(json.dumps(rk))
-    meta = json.loads((ck / 'meta.json').read_text())
-    meta['files']['rank0.json'] = sha256_file(ck / 'rank0.json'); (ck / 'meta.json').write_text(json.dumps(meta))
+    (ck / 'rank0.json').write_text(json.dumps(rk)); _fix_checksum(ck, 'rank0.json')
     with pytest.raises(ValueError, match=r"damaged rank state.*unexpected \$object entry 'subprocess.Popen'"):
         build(cfg).load_checkpoint(ck)
 
@@ -144,9 +148,7 @@ def _set_trainer_field(ck, key, value=None, drop=False):
     tj = json.loads((ck / 'trainer.json').read_text())
     if drop: del tj[key]
     else: tj[key] = value
-    (ck / 'trainer.json').write_text(json.dumps(tj))
-    meta = json.loads((ck / 'meta.json').read_text())
-    meta['files']['trainer.json'] = sha256_file(ck / 'trainer.json'); (ck / 'meta.json').write_text(json.dumps(meta))
+    (ck / 'trainer.json').write_text(json.dumps(tj)); _fix_checksum(ck, 'trainer.json')
 
 
 def test_cpu_time_sums_over_sessions(tmp_path):
