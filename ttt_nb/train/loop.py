@@ -368,6 +368,8 @@ def load_checkpoint(self:Trainer, path=None, # default: `resume_checkpoint(out_d
 @patch
 def _elapsed(self:Trainer) -> float: return self.elapsed0 + (time.time() - self._t0 if hasattr(self, '_t0') else 0.0)
 
+def _round(x:float|None, n:int) -> float|None: return None if x is None else round(x, n)
+
 @patch
 def _cpu(self:Trainer) -> float|None:
     "This process's CPU seconds of training, summed over the sessions of the run (None when a checkpoint it resumed from did not keep them)."
@@ -549,7 +551,7 @@ def _train_summary(self:Trainer, state:str, reason:str|None) -> dict:
                               ttt_base_lr=getattr(mc, 'ttt_base_lr', None)),
                 final_carry=self._carry_record(self.step).get('carry'),
                 best_heldout_loss=None if math.isinf(self.best) else self.best, tokens_seen=self.tokens_seen,
-                elapsed_s=round(self._elapsed(), 2), cpu_s=None if self._cpu() is None else round(self._cpu(), 2), signal=self.exit_signal,
+                elapsed_s=round(self._elapsed(), 2), cpu_s=_round(self._cpu(), 2), signal=self.exit_signal,
                 checkpoints=[str(p) for _, p in list_checkpoints(self.out)])
 
 @patch
