@@ -30,6 +30,7 @@ from ttt_nb.ponder import (
     price_for_mean_k,
     quantile_thresholds,
     realized_mix,
+    rows_for_mean_k,
     run_docs,
     signal_flops,
     ttt_ksteps,
@@ -165,16 +166,46 @@ def test_oracle_follows_its_choices(mamba):
     # each mini-batch's chosen loss is the best branch's
     assert torch.allclose(cand.min(-1).values, torch.stack([o.nll[:, 4 * m:4 * m + 4].mean(1) for m in range(3)], 1), atol=1e-12)
 
-def test_oracle_price_reaches_a_target_mean_k(mamba):
+def test_oracle_reaches_a_target_mean_k_by_mixing_two_prices_by_rows(mamba):
     _, lm = mamba
     torch.manual_seed(4)
-    ids = torch.randint(0, 50, (4, 16))
+    ids = torch.randint(0, 50, (24, 16))
     free, _ = oracle_docs(lm, ids, KS)
     target = 0.5 * free.K.double().mean().item()
-    r, lam = oracle_at_mean_k(lm, ids, target, KS, iters=12)
-    assert lam > 0 and abs(r.K.double().mean().item() - target) < 0.5
-    r3, lam3 = oracle_at_mean_k(lm, ids, target, KS, iters=3)      # the first price comes from the free oracle's branch losses
-    assert lam3 > 0 and abs(r3.K.double().mean().item() - target) < 0.5
+    n_prices = []
+    for iters in (8, 3):                                    # the first price comes from the free oracle's branch losses
+        r, lam = oracle_at_mean_k(lm, ids, target, KS, iters=iters, batch=7)
+        prices = torch.unique(lam); n_prices.append(len(prices))
+        assert lam.shape == (24,) and (prices > 0).all() and len(prices) <= 2
+        # the mixture is a policy: the oracle run with these per-row prices gives the same choices and losses
+        again, _ = oracle_docs(lm, ids, KS, lam, batch=5)
+        torch.testing.assert_close(again.K, r.K, rtol=0, atol=0)
+        torch.testing.assert_close(again.nll, r.nll, rtol=0, atol=1e-10)
+        if len(prices) == 2:                                # within half of the largest step one row can make
+            k = {float(p): oracle_docs(lm, ids, KS, float(p))[0].K.double().sum(1) for p in prices}
+            step = (k[float(prices[0])] - k[float(prices[1])]).abs().max().item() / r.K.numel()
+            assert abs(r.K.double().mean().item() - target) <= step / 2 + 1e-12
+    assert n_prices[0] == 2                                 # this target needs the mixture: no single price reaches it
+
+def test_rows_for_mean_k_switches_rows_at_random_not_by_content():
+    hi = torch.tensor([[4, 4], [2, 2], [4, 2], [1, 1], [4, 4], [2, 1]])
+    lo = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 1], [2, 2], [0, 1]])
+    share = lambda take: torch.where(take.view(-1, 1), lo, hi).double().mean().item()
+    for target in (1.0, 1.5, 2.0, 2.2):                    # mean K of hi: 2.58, of lo: 0.83
+        picks = [rows_for_mean_k(hi, lo, target, seed=s) for s in range(20)]
+        for seed, take in enumerate(picks):                 # the best prefix of its seeded row order
+            n = int(take.sum())
+            order = torch.randperm(6, generator=torch.Generator().manual_seed(seed))
+            near = [share(torch.isin(torch.arange(6), order[:m])) for m in range(7)]
+            assert abs(share(take) - target) == min(abs(x - target) for x in near) and near[n] == share(take)
+        assert len({tuple(t.tolist()) for t in picks}) > 1  # different seeds switch different rows
+    assert not rows_for_mean_k(hi, lo, hi.double().mean().item()).any()   # already at the target: no row switches
+    assert rows_for_mean_k(hi, lo, 0.0).all()               # below every mixture: all rows switch
+
+def test_oracle_run_checks_its_per_row_prices(mamba):
+    _, lm = mamba
+    with pytest.raises(ValueError, match=r'one price or one per row \(2\)'):
+        oracle_run(lm, torch.randint(0, 50, (2, 8)), KS, lam=torch.zeros(3))
 
 def test_price_for_mean_k_from_branch_losses():
     torch.manual_seed(0)

@@ -25,7 +25,8 @@ from .ops.ttt_ref import _apply, _token_grads, gelu_tanh, gelu_tanh_grad, inner_
 __all__ = ['KS', 'SIGNALS', 'LN_F', 'LN_G', 'GELU_F', 'GELU_G', 'SOFTMAX_F', 'inner_loss', 'ttt_ksteps', 'ttt_block_step',
            'attn_block_step', 'PonderLM', 'PonderResult', 'ponder_run', 'mean_k', 'Fixed', 'RandomK', 'Threshold',
            'Controller', 'Replay', 'quantile_thresholds', 'realized_mix', 'run_docs', 'calibrate', 'oracle_run',
-           'oracle_docs', 'price_for_mean_k', 'oracle_at_mean_k', 'inner_flops', 'signal_flops', 'model_flops']
+           'oracle_docs', 'price_for_mean_k', 'rows_for_mean_k', 'mix_rows', 'oracle_at_mean_k', 'inner_flops',
+           'signal_flops', 'model_flops']
 
 # %% ../nbs/22_ponder.ipynb #14864f38
 KS = (0, 1, 2, 4)  # the inner-step counts a mini-batch may get
@@ -408,10 +409,13 @@ def _pick(choice:Tensor, branches:list):
 
 @torch.no_grad()
 def oracle_run(lm:PonderLM, ids:Tensor, ks=KS, lam:float=0.0, follow:int|None=None) -> tuple:
-    "(PonderResult, branch losses [B,M,len(ks)]): greedy best K per row and mini-batch by realized loss, or follow K."
+    "(PonderResult, branch losses [B,M,len(ks)]): greedy best K per row and mini-batch by realized loss (price `lam`, or one per row [B]), or follow K."
     B, T = ids.shape
     b = lm.mini_batch_size
     if T % b: raise ValueError(f"T={T} must be a multiple of mini_batch_size={b}")
+    price = torch.as_tensor(lam, device=ids.device)
+    if price.dim() and price.shape != (B,): raise ValueError(f"lam has shape {tuple(price.shape)}: give one price or one per row ({B})")
+    price = price.view(-1, 1) if price.dim() else price
     state, kt = lm.init_state(B), torch.tensor(ks, device=ids.device)
     sig = {s: torch.full((B,), float('nan'), device=ids.device) for s in SIGNALS}
     Ks, sigs, nll, cand = [], {s: [] for s in SIGNALS}, [], []
@@ -422,7 +426,7 @@ def oracle_run(lm:PonderLM, ids:Tensor, ks=KS, lam:float=0.0, follow:int|None=No
         tok_nll = [F.cross_entropy(lg[:, :tgt.shape[1]].transpose(1, 2), tgt, reduction='none') for lg, _, _ in outs]
         loss = torch.stack([t.mean(1) for t in tok_nll], 1)                # [B,nK]
         choice = (torch.full((B,), ks.index(follow), device=ids.device) if follow is not None
-                  else (loss + lam * kt.to(loss.dtype)).argmin(1))
+                  else (loss + price * kt.to(loss.dtype)).argmin(1))
         state = _pick(choice, [o[1] for o in outs])
         logits, info = _pick(choice, [o[0] for o in outs]), _pick(choice, [o[2] for o in outs])
         nll.append(_pick(choice, tok_nll)); cand.append(loss); Ks.append(kt[choice])
@@ -431,8 +435,9 @@ def oracle_run(lm:PonderLM, ids:Tensor, ks=KS, lam:float=0.0, follow:int|None=No
     return res, torch.stack(cand, 1)
 
 def oracle_docs(lm, docs:Tensor, ks=KS, lam:float=0.0, follow=None, batch:int=16) -> tuple:
-    "`oracle_run` over documents [D,T] in batches."
-    parts = [oracle_run(lm, docs[i:i + batch], ks, lam, follow) for i in range(0, len(docs), batch)]
+    "`oracle_run` over documents [D,T] in batches (`lam`: one price, or one per document row [D])."
+    per_row = isinstance(lam, Tensor) and lam.dim() > 0
+    parts = [oracle_run(lm, docs[i:i + batch], ks, lam[i:i + batch] if per_row else lam, follow) for i in range(0, len(docs), batch)]
     res = PonderResult(torch.cat([p.nll for p, _ in parts]), torch.cat([p.K for p, _ in parts]),
                        {s: torch.cat([p.signals[s] for p, _ in parts]) for s in SIGNALS})
     return res, torch.cat([c for _, c in parts])
@@ -449,23 +454,50 @@ def price_for_mean_k(cand:Tensor, # branch losses [D,M,len(ks)] along one trajec
         lam_lo, lam_hi = (mid, lam_hi) if m > target else (lam_lo, mid)
     return best[1]
 
+def rows_for_mean_k(k_above:Tensor, # [D,M] K table of a run whose mean K is above `target`
+                    k_below:Tensor, # [D,M] K table of a run at or below it
+                    target:float, seed:int=0) -> Tensor:
+    "Bool [D]: the rows that take the `k_below` run so the mean K is nearest `target`; rows enter in a seeded random order."
+    D = k_above.shape[0]
+    order = torch.randperm(D, generator=torch.Generator().manual_seed(seed))
+    a, b = (k.double().sum(1).cpu()[order] for k in (k_above, k_below))
+    zero = a.new_zeros(1)
+    total = a.sum() - torch.cat([zero, a.cumsum(0)]) + torch.cat([zero, b.cumsum(0)])   # [D+1]: K spent when n rows switch
+    n = int((total / k_above.numel() - target).abs().argmin())                          # the first minimum: fewest rows switched
+    take = torch.zeros(D, dtype=torch.bool); take[order[:n]] = True
+    return take.to(k_above.device)
+
+def mix_rows(a:PonderResult, b:PonderResult, take_b:Tensor) -> PonderResult:
+    "The rows of `b` where `take_b` [D] is true, of `a` elsewhere."
+    pick = lambda x, y: torch.where(take_b.view(-1, *[1] * (x.dim() - 1)), y, x)
+    return PonderResult(pick(a.nll, b.nll), pick(a.K, b.K), {s: pick(a.signals[s], b.signals[s]) for s in a.signals})
+
 def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0,
-                     spread:float=2.0) -> tuple:
-    """(PonderResult, lam): the greedy oracle with the price per step `lam` searched so its mean K is near `target`.
+                     spread:float=2.0, seed:int=0) -> tuple:
+    """(PonderResult, lam [D]): the greedy oracle at mean K `target`, with the price per step of each document row.
     The first price comes from the free oracle's branch losses (`price_for_mean_k`); the model then runs at most `iters` times:
-    the price steps by `spread` until the runs bracket the target, then log(lam) is bisected."""
+    the price steps by `spread` until the runs bracket the target, then log(lam) is bisected. The runs nearest the target
+    from above and below are mixed by rows (`rows_for_mean_k`); without a bracket, the run nearest from above is returned."""
     res, cand = oracle_docs(lm, docs, ks, 0.0, None, batch)
-    if res.K.double().mean() <= target: return res, 0.0                  # the free oracle already spends no more than target
-    best, gap = (res, 0.0), lambda r: abs(r.K.double().mean().item() - target)
+    mk, D = (lambda r: r.K.double().mean().item()), docs.shape[0]
+    prices = lambda x: torch.full((D,), float(x), dtype=torch.float64)
+    if mk(res) <= target: return res, prices(0.0)                     # the free oracle already spends no more than target
+    above, below = (res, 0.0), None
     lam, lo, hi = price_for_mean_k(cand, target, ks, lam_lo, lam_hi), None, None
     for _ in range(iters):
         r, _ = oracle_docs(lm, docs, ks, lam, None, batch)
-        if gap(r) < gap(best[0]): best = (r, lam)
-        if r.K.double().mean().item() > target: lo = lam                 # price too low
-        else: hi = lam
+        if mk(r) > target:                                               # price too low
+            lo = lam
+            if mk(r) < mk(above[0]): above = (r, lam)
+        else:
+            hi = lam
+            if below is None or mk(r) > mk(below[0]): below = (r, lam)
         lam = (math.sqrt(lo * hi) if lo is not None and hi is not None
                else min(lam_hi, lam * spread) if lo is not None else max(lam_lo, lam / spread))
-    return best
+    if below is None: return above[0], prices(above[1])
+    take = rows_for_mean_k(above[0].K, below[0].K, target, seed).cpu()
+    return mix_rows(above[0], below[0], take.to(above[0].K.device)), torch.where(take, prices(below[1]), prices(above[1]))
+
 
 # %% ../nbs/22_ponder.ipynb #60577db3
 LN_F, LN_G, GELU_F, GELU_G, SOFTMAX_F = 8, 14, 10, 14, 5   # FLOPs per element: LayerNorm, its L2 gradient, GELU, its derivative, softmax/log

@@ -154,7 +154,9 @@ def evaluate_methods(lm:PonderLM,      # the model
             if controllers:
                 runs[f'controller_{sg}_{name}'] = run_docs(lm, ev, Controller(sg, mix), eval_batch); sig_of[f'controller_{sg}_{name}'] = sg
         if oracle:
-            runs[f'oracle_{name}'], extra[f'oracle_lam_{name}'] = oracle_at_mean_k(lm, ev, mean_k(mix), KS, oracle_iters, eval_batch)
+            runs[f'oracle_{name}'], lam = oracle_at_mean_k(lm, ev, mean_k(mix), KS, oracle_iters, eval_batch, seed=seed)
+            price, rows = torch.unique(lam, return_counts=True)          # a mixture of two prices by rows, or one price
+            extra[f'oracle_lam_{name}'] = dict(lam=price.tolist(), rows=rows.tolist())
     if oracle: runs['oracle_free'] = oracle_docs(lm, ev, KS, 0.0, None, eval_batch)[0]
     summ = {n: summarize_method(lm, r, sig_of.get(n), groups, n_boot, seed, ctx=(ev.shape[1] + 1) / 2) for n, r in runs.items()}
     diffs = {}
