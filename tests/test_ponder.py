@@ -186,6 +186,8 @@ def test_oracle_reaches_a_target_mean_k_by_mixing_two_prices_by_rows(mamba):
             step = (k[float(prices[0])] - k[float(prices[1])]).abs().max().item() / r.K.numel()
             assert abs(r.K.double().mean().item() - target) <= step / 2 + 1e-12
     assert n_prices[0] == 2                                 # this target needs the mixture: no single price reaches it
+    r_free, lam_free = oracle_at_mean_k(lm, ids, target, KS, iters=3, batch=7, free=oracle_docs(lm, ids, KS))
+    torch.testing.assert_close(r_free.K, r.K, rtol=0, atol=0); torch.testing.assert_close(lam_free, lam)   # the free run passed in
 
 def test_rows_for_mean_k_switches_rows_at_random_not_by_content():
     hi = torch.tensor([[4, 4], [2, 2], [4, 2], [1, 1], [4, 4], [2, 1]])

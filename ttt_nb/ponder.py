@@ -473,12 +473,13 @@ def mix_rows(a:PonderResult, b:PonderResult, take_b:Tensor) -> PonderResult:
     return PonderResult(pick(a.nll, b.nll), pick(a.K, b.K), {s: pick(a.signals[s], b.signals[s]) for s in a.signals})
 
 def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0,
-                     spread:float=2.0, seed:int=0) -> tuple:
+                     spread:float=2.0, seed:int=0,
+                     free:tuple|None=None) -> tuple: # the free oracle's (PonderResult, branch losses) if already run on `docs`
     """(PonderResult, lam [D]): the greedy oracle at mean K `target`, with the price per step of each document row.
     The first price comes from the free oracle's branch losses (`price_for_mean_k`); the model then runs at most `iters` times:
     the price steps by `spread` until the runs bracket the target, then log(lam) is bisected. The runs nearest the target
     from above and below are mixed by rows (`rows_for_mean_k`); without a bracket, the run nearest from above is returned."""
-    res, cand = oracle_docs(lm, docs, ks, 0.0, None, batch)
+    res, cand = free if free is not None else oracle_docs(lm, docs, ks, 0.0, None, batch)
     mk, D = (lambda r: r.K.double().mean().item()), docs.shape[0]
     prices = lambda x: torch.full((D,), float(x), dtype=torch.float64)
     if mk(res) <= target: return res, prices(0.0)                     # the free oracle already spends no more than target

@@ -142,6 +142,7 @@ def evaluate_methods(lm:PonderLM,      # the model
     "Every method on the evaluation pieces: fixed K, random, adaptive and controller per signal, oracle; summaries and paired differences."
     runs, sig_of, extra = {}, {}, dict(thresholds={}, cal_mix={})
     for k in KS: runs[f'fixed_K{k}'] = run_docs(lm, ev, Fixed(k), eval_batch)
+    free = oracle_docs(lm, ev, KS, 0.0, None, eval_batch) if oracle else None   # run once: every target starts from it
     for name, mix in mixes.items():
         rs = [run_docs(lm, ev, RandomK(mix, seed=s), eval_batch) for s in range(n_random_seeds)]
         for s, r in enumerate(rs): runs[f'random_{name}_s{s}'] = r
@@ -154,10 +155,10 @@ def evaluate_methods(lm:PonderLM,      # the model
             if controllers:
                 runs[f'controller_{sg}_{name}'] = run_docs(lm, ev, Controller(sg, mix), eval_batch); sig_of[f'controller_{sg}_{name}'] = sg
         if oracle:
-            runs[f'oracle_{name}'], lam = oracle_at_mean_k(lm, ev, mean_k(mix), KS, oracle_iters, eval_batch, seed=seed)
+            runs[f'oracle_{name}'], lam = oracle_at_mean_k(lm, ev, mean_k(mix), KS, oracle_iters, eval_batch, seed=seed, free=free)
             price, rows = torch.unique(lam, return_counts=True)          # a mixture of two prices by rows, or one price
             extra[f'oracle_lam_{name}'] = dict(lam=price.tolist(), rows=rows.tolist())
-    if oracle: runs['oracle_free'] = oracle_docs(lm, ev, KS, 0.0, None, eval_batch)[0]
+    if oracle: runs['oracle_free'] = free[0]
     summ = {n: summarize_method(lm, r, sig_of.get(n), groups, n_boot, seed, ctx=(ev.shape[1] + 1) / 2) for n, r in runs.items()}
     diffs = {}
     for name in mixes:
