@@ -63,11 +63,16 @@ def test_ponder_table_reads_every_mix_of_every_run(tmp_path):
     assert len(rows) == 2 * len(mixes) and rows[len(mixes)].startswith('| s1 | 1 |')
     mix = mixes[-1]; p = src['paired'][f'oracle_{mix} - random_{mix}']
     assert f"{p['mean']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]" in rows[len(mixes) - 1]
-    assert f"{src['methods'][f'oracle_{mix}']['mean_k']:.2f} |" in rows[len(mixes) - 1]
+    assert f"{src['methods'][f'oracle_{mix}']['mean_k']:.3f} |" in rows[len(mixes) - 1]
     with pytest.raises(SystemExit, match='no results file'): ponder_table.main([str(tmp_path / 'absent.json')])
     pair = {'adaptive_entropy_m - fixed_K1': dict(mean=-0.01, lo=-0.02, hi=-0.005, excludes_zero=True)}   # the gate against uniform compute
     assert ponder_table._uniform(pair, 'm', 1.0) == '-0.0100 [-0.0200, -0.0050] *' and ponder_table._uniform(pair, 'm', 2.3) == 'no uniform K'
     assert ponder_table._uniform({}, 'm', 2.0) == 'not run'
+    pair['oracle_m - fixed_K1'] = dict(mean=-0.03, lo=-0.04, hi=-0.02, excludes_zero=True)       # and the oracle against it
+    assert ponder_table._uniform(pair, 'm', 1.0, 'oracle') == '-0.0300 [-0.0400, -0.0200] *'
+    row = ponder_table.rows(dict(methods={**src['methods'], 'oracle_m': dict(mean_k=1.0), 'random_m': dict(ppl=4.0)}, paired=pair,
+                                 config=dict(src['config'], mixes={'m': {'1': 1.0}})), 'x')[0]
+    assert row.endswith('| -0.0100 [-0.0200, -0.0050] * | -0.0300 [-0.0400, -0.0200] * |')
 
 
 def _cfg_run(sp, seed, **train):
