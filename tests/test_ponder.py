@@ -166,8 +166,8 @@ def test_oracle_follows_its_choices(mamba):
     # each mini-batch's chosen loss is the best branch's
     assert torch.allclose(cand.min(-1).values, torch.stack([o.nll[:, 4 * m:4 * m + 4].mean(1) for m in range(3)], 1), atol=1e-12)
 
-def test_oracle_reaches_a_target_mean_k_by_mixing_two_prices_by_rows(mamba):
-    _, lm = mamba
+def test_oracle_reaches_a_target_mean_k_by_mixing_two_prices_by_rows():
+    lm = PonderLM.from_ttt(tiny('mamba').float())           # float32, as trained: the per-row replay must not change precision
     torch.manual_seed(4)
     ids = torch.randint(0, 50, (24, 16))
     free, _ = oracle_docs(lm, ids, KS)

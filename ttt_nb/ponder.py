@@ -426,7 +426,7 @@ def oracle_run(lm:PonderLM, ids:Tensor, ks=KS, lam:float=0.0, follow:int|None=No
         tok_nll = [F.cross_entropy(lg[:, :tgt.shape[1]].transpose(1, 2), tgt, reduction='none') for lg, _, _ in outs]
         loss = torch.stack([t.mean(1) for t in tok_nll], 1)                # [B,nK]
         choice = (torch.full((B,), ks.index(follow), device=ids.device) if follow is not None
-                  else (loss + price * kt.to(loss.dtype)).argmin(1))
+                  else (loss + price.to(loss.dtype) * kt.to(loss.dtype)).argmin(1))   # in the loss's precision, one price or many
         state = _pick(choice, [o[1] for o in outs])
         logits, info = _pick(choice, [o[0] for o in outs]), _pick(choice, [o[2] for o in outs])
         nll.append(_pick(choice, tok_nll)); cand.append(loss); Ks.append(kt[choice])
@@ -496,8 +496,8 @@ def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:in
         lam = (math.sqrt(lo * hi) if lo is not None and hi is not None
                else min(lam_hi, lam * spread) if lo is not None else max(lam_lo, lam / spread))
     if below is None: return above[0], prices(above[1])
-    take = rows_for_mean_k(above[0].K, below[0].K, target, seed).cpu()
-    return mix_rows(above[0], below[0], take.to(above[0].K.device)), torch.where(take, prices(below[1]), prices(above[1]))
+    take = rows_for_mean_k(above[0].K, below[0].K, target, seed)
+    return mix_rows(above[0], below[0], take), torch.where(take.cpu(), prices(below[1]), prices(above[1]))
 
 
 # %% ../nbs/22_ponder.ipynb #60577db3
