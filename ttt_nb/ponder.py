@@ -442,6 +442,7 @@ def oracle_docs(lm, docs:Tensor, ks=KS, lam:float=0.0, follow=None, batch:int=16
                        {s: torch.cat([p.signals[s] for p, _ in parts]) for s in SIGNALS})
     return res, torch.cat([c for _, c in parts])
 
+# %% ../nbs/22_ponder.ipynb #0f142e10
 def price_for_mean_k(cand:Tensor, # branch losses [D,M,len(ks)] along one trajectory (`oracle_docs`)
                      target:float, ks=KS, lam_lo:float=1e-8, lam_hi:float=1.0, iters:int=64) -> float:
     "The price per step at which the greedy choice on fixed branch losses `cand` spends a mean K nearest `target` (no model runs)."
@@ -454,6 +455,7 @@ def price_for_mean_k(cand:Tensor, # branch losses [D,M,len(ks)] along one trajec
         lam_lo, lam_hi = (mid, lam_hi) if m > target else (lam_lo, mid)
     return best[1]
 
+# %% ../nbs/22_ponder.ipynb #9ee1db30
 def rows_for_mean_k(k_above:Tensor, # [D,M] K table of a run whose mean K is above `target`
                     k_below:Tensor, # [D,M] K table of a run at or below it
                     target:float, seed:int=0) -> Tensor:
@@ -469,9 +471,10 @@ def rows_for_mean_k(k_above:Tensor, # [D,M] K table of a run whose mean K is abo
 
 def mix_rows(a:PonderResult, b:PonderResult, take_b:Tensor) -> PonderResult:
     "The rows of `b` where `take_b` [D] is true, of `a` elsewhere."
-    pick = lambda x, y: torch.where(take_b.view(-1, *[1] * (x.dim() - 1)), y, x)
-    return PonderResult(pick(a.nll, b.nll), pick(a.K, b.K), {s: pick(a.signals[s], b.signals[s]) for s in a.signals})
+    c = take_b.long()
+    return PonderResult(_pick(c, [a.nll, b.nll]), _pick(c, [a.K, b.K]), _pick(c, [a.signals, b.signals]))
 
+# %% ../nbs/22_ponder.ipynb #a245d12c
 def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:int=16, lam_lo:float=1e-8, lam_hi:float=1.0,
                      spread:float=2.0, seed:int=0,
                      free:tuple|None=None) -> tuple: # the free oracle's (PonderResult, branch losses) if already run on `docs`
@@ -498,7 +501,6 @@ def oracle_at_mean_k(lm, docs:Tensor, target:float, ks=KS, iters:int=8, batch:in
     if below is None: return above[0], prices(above[1])
     take = rows_for_mean_k(above[0].K, below[0].K, target, seed)
     return mix_rows(above[0], below[0], take), torch.where(take.cpu(), prices(below[1]), prices(above[1]))
-
 
 # %% ../nbs/22_ponder.ipynb #60577db3
 LN_F, LN_G, GELU_F, GELU_G, SOFTMAX_F = 8, 14, 10, 14, 5   # FLOPs per element: LayerNorm, its L2 gradient, GELU, its derivative, softmax/log
