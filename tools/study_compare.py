@@ -49,6 +49,8 @@ PAGES = {
                                ('sp', 'nosp', 'noinnerloop', 'carryon', 'carryoff'), False),
     'compare-study-wikitext-q1': ("The study on WikiText-2 raw, question 1: state passing, none, another sequence's final "
                                   'state, a noise initial state, W = 64', WIKI, (64,), Q1, False),
+    'compare-study-wikitext-w64-sp': ('The study on WikiText-2 raw, question 1: state passing against none, W = 64',
+                                      WIKI, (64,), ('sp', 'nosp'), False),
     'compare-study-wikitext-w128': ('The study on WikiText-2 raw, question 2: W = 128 against W = 64 at the same positions, '
                                     'the arms with seeds finished at both windows', WIKI, (64, 128), Q1, True),
     'compare-study-wikitext-w128-q1': ("The study on WikiText-2 raw, question 1 at W = 128: state passing, none, another "
