@@ -44,6 +44,16 @@ def test_missing_figure_fails(site):
     assert r.returncode == 1 and 'not-there.png' in r.stdout
 
 
+def test_json_with_nan_fails(site):
+    "A data file with NaN is not JSON: a browser's parser refuses what Python's writes by default."
+    data = site / 'reports' / 'curriculum' / 'x.json'
+    data.write_text(json.dumps({'lo': [1.0, float('nan')]}))
+    probs = check_site.check_site(site)
+    assert len(probs) == 1 and 'reports/curriculum/x.json: NaN is not JSON' in probs[0], probs
+    data.write_text(json.dumps({'lo': [1.0, None]}))
+    assert check_site.check_site(site) == []
+
+
 def test_missing_page_and_link_fail(site):
     nb = next((site / 'reports' / 'curriculum').glob('*.ipynb'))
     nb.unlink()

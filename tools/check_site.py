@@ -6,7 +6,8 @@ an item of a `contents:` list (Quarto expands a glob only when `contents:` is th
 same title, and emphasis markup that cannot render as written (an intraword `*`, as in `r*W`, or an odd number of
 `*` delimiters in a paragraph), and a line of a code block in a page longer than the body column holds
 (CODE_COLS characters: at 1300 px the column is about 740 px, some 80 characters of code, and a longer line is
-wrapped or scrolled instead of read as written).
+wrapped or scrolled instead of read as written), and a JSON file under reports/ that is not strict JSON (NaN or Infinity,
+which Python writes and reads but a browser's parser refuses; undefined numbers are written as null).
 
 Warnings, which do not fail the check unless --strict: a figure with ink on its outermost row or column of pixels,
 i.e. an axis label, tick label or title cut off at the edge of the image (the drawing's own margins are too small).
@@ -286,10 +287,21 @@ def check_notebook(page: Path, root: Path) -> list:
     return problems
 
 
+def json_problems(root: Path) -> list:
+    "Data files under reports/ that a strict JSON parser (a browser's, Quarto's) refuses: NaN and Infinity are not JSON."
+    def refuse(c): raise ValueError(f'{c} is not JSON (write null: ttt_nb.core.write_json_atomic does)')
+    problems = []
+    for p in sorted((root / 'reports').rglob('*.json')):
+        try: json.loads(p.read_text(), parse_constant=refuse)
+        except ValueError as e: problems.append(f'{p.relative_to(root)}: {e}')
+    return problems
+
+
 def check_site(root='.') -> list:
     "Every problem of the site under `root` (empty when whole)."
     root = Path(root).resolve()
     pages, problems = site_pages(root)
+    problems += json_problems(root)
     for p in pages:
         if not p.exists(): problems.append(f'{p}: missing'); continue
         if p.suffix == '.ipynb': problems += check_notebook(p, root)

@@ -68,7 +68,7 @@ def pool(recs:list) -> list[dict]:
 
 def table(res:dict) -> str:
     "The markdown table of a result file."
-    f = lambda m: 'n/a' if not np.isfinite(m[0]) else f"{m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}] ({m[3]} docs)"
+    f = lambda m: 'n/a' if m[0] is None or not np.isfinite(m[0]) else f"{m[0]:+.3f} [{m[1]:+.3f}, {m[2]:+.3f}] ({m[3]} docs)"
     keys = list(res['arms'][0]['repeat'])
     out = ["| arm | seeds | full - SW, context never seen before | " + ' | '.join(f"context last seen {k} W back, minus never seen" for k in keys) +
            ' | positions per seed (never seen; ' + ', '.join(keys) + ') |', '|---|---|---|' + '---|' * len(keys) + '---|']

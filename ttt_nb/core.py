@@ -20,7 +20,7 @@ from . import __version__
 
 # %% auto #0
 __all__ = ['IN_TEST', 'seed_everything', 'default_device', 'as_dtype', 'as_device', 'evaluating', 'hardware_info', 'sha256_of',
-           'utc_now', 'write_json_atomic', 'looks_like_path']
+           'utc_now', 'json_safe', 'json_text', 'fmt_num', 'write_json_atomic', 'looks_like_path']
 
 # %% ../nbs/00_core.ipynb #054e1e1a
 IN_TEST = bool(os.environ.get('IN_TEST'))  # set by `nbdev_test` and by pytest's conftest: shrink sizes
@@ -93,11 +93,29 @@ def utc_now() -> str:
     "The current UTC time as an ISO-8601 string to the second (timestamps in logs, status and summaries)."
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
-def write_json_atomic(obj, path) -> Path:
-    "Write JSON to `path` through a temporary file and a rename, so readers never see half a file."
+def json_safe(obj):
+    "`obj` as plain JSON values: numpy and torch numbers and arrays as Python ones, every NaN or infinity as `None`."
+    if isinstance(obj, dict): return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)): return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)): return bool(obj)
+    if isinstance(obj, np.integer): return int(obj)
+    if isinstance(obj, (float, np.floating)): return float(obj) if np.isfinite(obj) else None
+    return obj
+
+def json_text(obj, indent:int|None=None) -> str:
+    "Strict JSON text of `obj` (NaN and infinities written as `null`, which any JSON parser reads; `NaN` is not JSON)."
+    return json.dumps(json_safe(obj), indent=indent, default=_json_default, allow_nan=False)
+
+def fmt_num(x, spec:str='.3f', missing:str='n/a') -> str:
+    "`x` formatted with `spec`, or `missing` where it is absent: `None` (JSON `null`) or not finite."
+    return missing if x is None or not np.isfinite(x) else format(x, spec)
+
+def write_json_atomic(obj, path, indent:int|None=1) -> Path:
+    "Write strict JSON (`json_text`) to `path` through a temporary file and a rename, so readers never see half a file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default)); os.replace(tmp, path)
+    tmp.write_text(json_text(obj, indent)); os.replace(tmp, path)
     return path
 
 def _json_default(o):

@@ -195,8 +195,9 @@ def plot_length_sweep(summary:dict, title:str|None=None, footer:bool=True) -> pl
         for m, d in ls['methods'].items():
             if not len(x): break
             if is_reference(m): continue
-            ax.plot(x, d['ppl'], '-o', ms=2.5, lw=1.4, color=COLORS.get(m), label=_label(summary, m))
-            ax.fill_between(x, d['lo'], d['hi'], color=COLORS.get(m), alpha=0.2, lw=0)
+            y, lo, hi = (np.asarray(d[k], float) for k in ('ppl', 'lo', 'hi'))   # null (undefined) read back as NaN
+            ax.plot(x, y, '-o', ms=2.5, lw=1.4, color=COLORS.get(m), label=_label(summary, m))
+            ax.fill_between(x, lo, hi, color=COLORS.get(m), alpha=0.2, lw=0)
         if len(x): ref_lines(ax, x, {m: d['ppl'] for m, d in ls['methods'].items() if is_reference(m)})
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('sequence length L (tokens); W marked by the dashed line'); ax.set_ylabel('whole-sequence perplexity')

@@ -18,6 +18,7 @@ import nbformat
 import numpy as np
 from PIL import Image
 
+from ..core import fmt_num, write_json_atomic
 from .compare import COMPARE_TITLES
 from .figures import FIG_DPI, plot_probes_over_training, run_label
 from .run import FIGURE_TITLES, _ci_cell, _hw, compare_table, load_run, memory_note, table_markdown
@@ -167,7 +168,7 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
     for f in ('all_summaries.json', 'curriculum.json', 'train_summary.json'):
         if (d / f).exists(): shutil.copy(d / f, data / f)
     if run['summaries']:                                       # the final checkpoint's whole summary: EffRem, phase loss, bins
-        (data / 'final_eval.json').write_text(json.dumps(run['summaries'][-1]))
+        write_json_atomic(run['summaries'][-1], data / 'final_eval.json', indent=None)
         set_page_note(page, run['summaries'][-1], reports_dir)
     return dict(page=str(page), data=str(data))
 
@@ -285,7 +286,7 @@ def results_markdown(reports_dir='reports', # the site folder, holding curriculu
                    f"W = {e0['W']}, {'state passing' if e0.get('state_passing') else 'no state passing'}, seed {e0.get('seed')} (single seed); "
                    f"{t.get('steps')} steps x {t.get('batch_size')} x {e0['W']} tokens of {e0.get('corpus')}/{e0.get('train_split')}"
                    + (" (WikiText-2 raw: the validation split is the training data here, not the standard training split)" if 'wikitext' in str(e0.get('corpus')).lower() else '')
-                   + f"; converged: {'yes' if conv else '**no**' if conv is not None else '?'} (final train loss {ts.get('final_loss', float('nan')):.3f}, held-out {ts.get('heldout_loss', float('nan')):.3f}). "
+                   + f"; converged: {'yes' if conv else '**no**' if conv is not None else '?'} (final train loss {fmt_num(ts.get('final_loss'))}, held-out {fmt_num(ts.get('heldout_loss'))}). "
                    f"Evaluated on {e0['n_docs']} documents of {e0.get('eval_split')} ({e0['n_tokens']} tokens, corpus hash `{str(e0.get('corpus_hash'))[:12]}`), "
                    f"SW stride {e0.get('stride')}; {_hw(hw)}, ttt_nb {hw.get('ttt_nb')}, torch {hw.get('torch')}.\n")
         # three narrow tables (at most 1 + 5 columns, CIs on a second line) instead of one 14 columns wide

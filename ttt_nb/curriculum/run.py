@@ -21,7 +21,7 @@ from .. import stats as STATS
 from .. import train as T
 from ..checkpoint import list_checkpoints
 from ..config import BACKBONES
-from ..core import hardware_info, sha256_of, write_json_atomic
+from ..core import fmt_num, hardware_info, sha256_of, write_json_atomic
 from ..core import utc_now as _now
 from .figures import curriculum_figures, probe_series, run_label
 from .status import _read_json, _read_log
@@ -397,13 +397,13 @@ def run_overview(run:dict) -> str:
     rows = [('run folder', f"`{run['name']}`"), ('W (training window)', c['W']), ('state passing', 'yes' if t['state_passing'] else 'no'),
             ('training data', f"{t['corpus']} / {t['split']}, {t['tokenizer']} tokens"), ('model', f"TTT-Linear, preset `{t['preset']}`" + (f", overrides {t['model_overrides']}" if t['model_overrides'] else '')),
             ('schedule', f"{t['steps']} steps x {t['batch_size']} rows x {c['W']} tokens, lr {t['lr']:g} -> {t['lr_end']:g} (cosine, warmup {t['warmup_steps']})"),
-            ('final train / held-out loss', f"{ts.get('final_loss', float('nan')):.4f} / {ts.get('heldout_loss', float('nan')):.4f} nats/token"),
+            ('final train / held-out loss', f"{fmt_num(ts.get('final_loss'), '.4f')} / {fmt_num(ts.get('heldout_loss'), '.4f')} nats/token"),
             ('converged', ('yes' if conv else '**no**') + " (trainer's test: schedule complete and held-out loss changed < 1% over the last interval)"),
             ('evaluated documents', f"{run['summaries'][-1]['n_docs'] if run['summaries'] else '?'} of {dt.get('corpus')}/{dt.get('split')}, {run['summaries'][-1]['n_tokens'] if run['summaries'] else '?'} tokens, cut at {dt.get('max_mult', '?'):g}W + W/2"),
             ('corpus hash (evaluated split)', f"`{str(dt.get('corpus_hash', ''))[:16]}`"),
             ('SW', f"strided, S = {c['eval']['stride']}"), ('seed', f"{t['seed']} (single seed)"),
             ('hardware', f"{_hw(hw)}, torch {hw.get('torch')}, {c.get('torch_threads', '?')} threads"),
-            ('wall time', f"{st.get('wall_s', float('nan')):.0f} s (training {st.get('train_s') or float('nan'):.0f} s); process CPU time "
+            ('wall time', f"{fmt_num(st.get('wall_s'), '.0f')} s (training {fmt_num(st.get('train_s'), '.0f')} s); process CPU time "
                           + (f"{st['cpu_s']:.0f} s" if st.get('cpu_s') else 'not measured (resumed from a checkpoint that did not keep it)'))]
     return '| | |\n|---|---|\n' + '\n'.join(f'| {k} | {v} |' for k, v in rows)
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import random
@@ -43,7 +42,7 @@ from ttt_nb.checkpoint import (
     sha256_file,
     state_classes,
 )
-from ..core import as_device, hardware_info, seed_everything, write_json_atomic
+from ..core import as_device, hardware_info, json_text, seed_everything, write_json_atomic
 from ..core import utc_now as _now
 from ..stats import t_ppf
 from .build import build_model, data_pieces, mini_batch_size
@@ -393,7 +392,7 @@ def _log(self:Trainer, rec:dict):
     "Append `rec` to log.jsonl (with the carry's raw parameter and gradient signal-to-noise on training steps) and to wandb."
     if not self.dist.is_main: return
     if 'loss' in rec: rec = {**rec, **self._carry_record(rec['step'])}
-    with open(self.out / 'log.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+    with open(self.out / 'log.jsonl', 'a') as f: f.write(json_text(rec) + '\n')
     if self.wandb is not None:
         flat = {f'{k}/{i}': v for k, vs in rec.items() if k.startswith('carry') and isinstance(vs, list) for i, v in enumerate(vs)}
         self.wandb.log({k: v for k, v in {**rec, **flat}.items() if isinstance(v, (int, float)) and v is not None}, step=rec['step'])

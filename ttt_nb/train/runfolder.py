@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from ..checkpoint import list_checkpoints
+from ..core import json_text
 from ..core import utc_now as _now
 
 # %% auto #0
@@ -70,7 +71,7 @@ def start_run_files(out, # the run folder
         for n in old: (out / n).rename(aside / n)
         warnings.warn(f"{out} held files of an earlier run without a checkpoint: moved {', '.join(old)} to {aside.name}/", stacklevel=2)
     if resume and changes:
-        with open(out / 'config_changes.jsonl', 'a') as f: f.write(json.dumps(dict(changes, time=_now())) + '\n')
+        with open(out / 'config_changes.jsonl', 'a') as f: f.write(json_text(dict(changes, time=_now())) + '\n')
         warnings.warn(f"resuming at step {changes['step']} with changed settings (recorded in config_changes.jsonl): "
                       + ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes['changes'].items()), stacklevel=2)
     return aside
