@@ -113,6 +113,10 @@ def test_nan_stops_without_overwriting(tmp_path):
     assert s['state'] == 'stopped' and 'non-finite' in s['reason'] and 'step 3' in s['reason']
     st = json.loads((Path(cfg.out_dir) / 'status.json').read_text())
     assert st['state'] == 'stopped' and 'non-finite' in st['reason']
+    def no_nan(c): raise ValueError(f'{c} in a JSON file of the run folder')   # strict JSON, even when a loss was NaN
+    run = Path(cfg.out_dir)
+    for f in ('status.json', 'train_summary.json'): json.loads((run / f).read_text(), parse_constant=no_nan)
+    for line in (run / 'log.jsonl').read_text().splitlines(): json.loads(line, parse_constant=no_nan)
     assert [k for k, _ in list_checkpoints(cfg.out_dir)] == [1, 2, 3]
     w = weights(latest_checkpoint(cfg.out_dir))
     assert all(torch.isfinite(v).all() for v in w.values())

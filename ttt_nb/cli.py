@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 from . import data as D
 from . import plots
 from .checkpoint import latest_checkpoint
-from .core import as_device, write_json_atomic
+from .core import as_device, json_text, write_json_atomic
 from .eval import _need_positive, _one_line, _run_context, evaluate_checkpoint, log_wandb_summary, select_documents
 from .rules import NGRAM_NAMES, fmt_r
 from .stats import CI_METHODS
@@ -105,7 +105,7 @@ def train_main(argv:list=None) -> int:
         if tr is not None:
             if getattr(tr, 'wandb', None) is not None: tr.wandb.finish()
             tr.dist.close()
-    print(json.dumps({k: v for k, v in summary.items() if k not in ('checkpoints', 'eval')}, indent=1))
+    print(json_text({k: v for k, v in summary.items() if k not in ('checkpoints', 'eval')}, indent=1))
     if summary['signal']: return {'SIGINT': 130, 'SIGTERM': 143}[summary['signal']]
     return 1 if summary['state'] not in ('finished', 'stopped') or (summary['reason'] or '').startswith('non-finite') else 0
 
