@@ -224,6 +224,21 @@ def _groups(runs):
 
 _MARKERS = 'osD^vP*X'
 
+def _setting_legend(fig, runs, cols, styles=(), seeds_marked:bool=False):
+    "One legend below the axes: an entry per setting (its colour, its seeds), then the line `styles` and, with `seeds_marked`, each seed's marker."
+    corpora = {r['config']['train']['corpus'] for r in runs}   # (one entry per run covered the data at 5 seeds x 4 arms)
+    ent = {}
+    for r, c in zip(runs, cols, strict=False):
+        k = run_label(r, seed=False) + (f" ({Path(str(r['config']['train']['corpus'])).name})" if len(corpora) > 1 else '')
+        ent.setdefault(k, [c, set()])[1].add(r['config']['train']['seed'])
+    hs = [Line2D([], [], color=c, lw=2) for c, _ in ent.values()]
+    labels = [f"{k}, seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}" for k, (_, s) in ent.items()]
+    for style, lab in styles: hs.append(Line2D([], [], color='0.3', **style)); labels.append(lab)
+    if seeds_marked:
+        for s in sorted({r['config']['train']['seed'] for r in runs}):
+            hs.append(Line2D([], [], color='0.3', ls='', marker=_MARKERS[s % len(_MARKERS)], ms=5)); labels.append(f'seed {s}')
+    fig.legend(hs, labels, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=2 if len(hs) > 3 else len(hs), frameon=False)
+
 def plot_compare_probes(runs:list) -> plt.Figure:
     "Final checkpoints: full-context PPL and the paired difference full - SW at every probe point, one line per run with its CI."
     cols = _groups(runs)
@@ -240,7 +255,7 @@ def plot_compare_probes(runs:list) -> plt.Figure:
                 y = np.array([v['mean'] for v in d])
                 a2.errorbar(rs, y, yerr=np.abs(np.array([[v['lo'], v['hi']] for v in d]).T - y), fmt='-' + mk, ms=4, color=c, capsize=2, label=run_label(r))
         for a in (a1, a2): a.set_xscale('log'); a.set_xlabel('probe position r (in units of each run\'s W)')
-        a1.set_yscale('log'); a1.set_ylabel('full-context perplexity at r×W'); a1.legend()
+        a1.set_yscale('log'); a1.set_ylabel('full-context perplexity at r×W'); _setting_legend(fig, runs, cols, seeds_marked=True)
         a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better')
         a1.set_title('final checkpoint: full context'); a2.set_title('final checkpoint: paired difference full - SW')
         fig.suptitle('Runs compared at the probe points', fontsize=FONT['title'] + 1)
@@ -255,7 +270,7 @@ def plot_compare_evolution(runs:list, r:float=None, # probe ratio (default: the 
         common = set.intersection(*[{p['r'] for p in r_['summaries'][-1]['probes']} for r_ in runs]) if runs else set()
         r = max(common) if common else 1.0
     with sns.axes_style('whitegrid'), plt.rc_context(_RC):
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(8, 5)); docs = []
         for ru, c in zip(runs, cols, strict=False):
             mk = _MARKERS[ru['config']['train']['seed'] % len(_MARKERS)]
             pts = [(s['step'] / max(ru['config']['train']['steps'], 1), p) for s in ru['summaries'] for p in s['probes'] if p['r'] == r]
@@ -263,11 +278,13 @@ def plot_compare_evolution(runs:list, r:float=None, # probe ratio (default: the 
             if not pts or not sw: continue
             x = np.array([q[0] for q in pts]); d = [q[1]['diff'][f'full-{sw}'] for q in pts]
             y = np.array([v['mean'] for v in d])
-            ax.plot(x, y, '-' + mk, ms=4, color=c, label=f"{run_label(ru)} ({pts[-1][1]['docs']} docs)")
+            ax.plot(x, y, '-' + mk, ms=4, color=c); docs.append(pts[-1][1]['docs'])
             ax.fill_between(x, [v['lo'] for v in d], [v['hi'] for v in d], color=c, alpha=0.15, lw=0)
         ax.axhline(0, color='k', lw=0.9); ax.set_xlabel('fraction of the training schedule (step / total steps)')
-        ax.set_ylabel(f'full - SW at {r:g}W (nats/token)\nbelow 0: full context better'); ax.legend()
-        ax.set_title(f'Paired difference at the probe {r:g}W over training')
+        ax.set_ylabel(f'full - SW at {r:g}W (nats/token)\nbelow 0: full context better')
+        _setting_legend(fig, runs, cols, seeds_marked=True)
+        nd = '' if not docs else f" ({min(docs)} documents per run)" if min(docs) == max(docs) else f" ({min(docs)}-{max(docs)} documents per run)"
+        ax.set_title(f'Paired difference at the probe {r:g}W over training' + nd)
     return _layout(fig)
 
 # %% ../../nbs/24a_curriculum.figures.ipynb #bc7dda9c
@@ -281,17 +298,18 @@ def plot_compare_position(runs:list, kind:str='log') -> plt.Figure:
             for m, ls in (('full', '-'), (sw, '--')):
                 if m is None: continue
                 x, y, lo, hi = _xy(s, kind, m)
-                a1.plot(x, y, ls, lw=1.3, color=c, label=f"{run_label(ru)} {'full' if m == 'full' else 'SW'}")
+                a1.plot(x, y, ls, lw=1.3, color=c)
                 a1.fill_between(x, lo, hi, color=c, alpha=0.12, lw=0)
             if sw:
                 x, y, lo, hi = _xy(s, kind, f'full-{sw}', 'diff')
-                a2.plot(x, y, '-', lw=1.3, color=c, label=run_label(ru)); a2.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+                a2.plot(x, y, '-', lw=1.3, color=c); a2.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
             for a in (a1, a2): a.axvline(s['W'], color=c, lw=0.8, ls=':')
         for a in (a1, a2):
             if kind == 'log': a.set_xscale('log')
             a.set_xlabel('position t (tokens; dotted: each run\'s W)')
-        a1.set_yscale('log'); a1.set_ylabel('perplexity per position bin'); a1.legend()
-        a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better'); a2.legend()
+        a1.set_yscale('log'); a1.set_ylabel('perplexity per position bin')
+        a2.axhline(0, color='k', lw=0.9); a2.set_ylabel('full - SW (nats/token)\nbelow 0: full context better')
+        _setting_legend(fig, runs, cols, styles=[(dict(ls='-'), 'full context'), (dict(ls='--'), 'sliding window')])
         a1.set_title('final checkpoints: full (solid) and SW (dashed)'); a2.set_title('paired difference full - SW')
     return _layout(fig)
 
@@ -306,7 +324,8 @@ def plot_compare_training(runs:list) -> plt.Figure:
             every, last = t.get('eval_every') or 1, max([r['step'] for r in ru['log']] or [0])
             ho = sorted({r['step'] * tps: r['heldout_loss'] for r in ru['log'] if r.get('heldout_loss') is not None and (r['step'] % every == 0 or r['step'] == last)}.items())
             if tr: ax.plot(*zip(*tr, strict=False), lw=0.6, alpha=0.4, color=c)
-            if ho: ax.plot(*zip(*ho, strict=False), '-o', ms=3, color=c, label=f"{run_label(ru)} held-out")
-        ax.set_xlabel('training tokens seen (thin: train loss per step)'); ax.set_ylabel('loss (nats/token)'); ax.legend()
+            if ho: ax.plot(*zip(*ho, strict=False), '-o', ms=3, color=c)
+        ax.set_xlabel('training tokens seen (thin: train loss per step)'); ax.set_ylabel('loss (nats/token)')
+        _setting_legend(fig, runs, cols, styles=[(dict(ls='-', marker='o', ms=3), 'held-out loss'), (dict(lw=0.6, alpha=0.4), 'train loss per step')])
         ax.set_title('Training curves')
     return _layout(fig)
