@@ -17,7 +17,7 @@ from .. import eval as E
 from .. import stats as ST
 from ..core import utc_now as _now
 from ..core import write_json_atomic
-from .figures import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_backbone, run_label
+from .figures import FIG_DPI, plot_compare_evolution, plot_compare_position, plot_compare_probes, plot_compare_training, run_arm, run_label, run_model
 from .run import _hw, compare_table, load_run, table_markdown
 from ..plots import save_figure
 from ..rules import STUDY_BAR, seed_verdicts
@@ -79,7 +79,7 @@ def _keys(r, drop:str) -> list[tuple]:
     k = dict(corpus=t['corpus'], split=e['split'], W=r['config']['W'], sp=t['state_passing'], seed=t['seed'], steps=t['steps'], preset=t['preset'],
              arm=run_arm(r))   # backbone, control and initial state must match too
     if drop != 'arm': k.pop('W' if drop == 'W' else 'sp'); return [tuple(sorted(k.items()))]
-    k['arm'] = run_backbone(r)    # an arm is paired with the default arm of its backbone, W and state passing;
+    k['arm'] = run_model(r)       # an arm is paired with the default arm of its model (backbone, dropout), W and state passing;
     sps = (True, False) if t.get('control') == 'no_inner_loop' else (k['sp'],)   # without an inner loop the state never moves, so SP is moot
     return [tuple(sorted({**k, 'sp': s}.items())) for s in sps]
 

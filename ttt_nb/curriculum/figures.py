@@ -18,9 +18,10 @@ from ..plots import FONT, plot_difference, plot_effrem, plot_phase, plot_positio
 from ..rules import sw_method
 
 # %% auto #0
-__all__ = ['FIG_DPI', 'run_backbone', 'run_arm', 'run_label', 'probe_series', 'plot_evolution', 'plot_probes_over_training',
-           'plot_training', 'carry_series', 'plot_carry_over_training', 'curriculum_figures', 'plot_compare_probes',
-           'plot_compare_evolution', 'plot_compare_position', 'plot_compare_training']
+__all__ = ['FIG_DPI', 'run_backbone', 'run_model', 'run_arm', 'run_label', 'probe_series', 'plot_evolution',
+           'plot_probes_over_training', 'plot_training', 'carry_series', 'plot_carry_over_training',
+           'curriculum_figures', 'plot_compare_probes', 'plot_compare_evolution', 'plot_compare_position',
+           'plot_compare_training']
 
 # %% ../../nbs/24a_curriculum.figures.ipynb #7086201d
 FIG_DPI = 110  # PNGs of the curriculum pages on the results site: small
@@ -30,10 +31,15 @@ def run_backbone(run:dict) -> str:
     mo = run['config']['train'].get('model_overrides') or {}
     return 'Mamba' if all(mo.get(k) for k in ('pre_conv', 'share_qk', 'use_gate')) else ''
 
+def run_model(run:dict) -> str:
+    "The model beyond the preset: the Mamba backbone and a dropout rate ('Mamba, dropout 0.1'; '' for neither)."
+    d = (run['config']['train'].get('model_overrides') or {}).get('dropout') or 0
+    return ', '.join([x for x in (run_backbone(run), f'dropout {d:g}' if d else '') if x])
+
 def run_arm(run:dict) -> str:
-    "What else sets a run apart beyond W and SP ('' for the defaults): the Mamba backbone, a control, another initial state."
-    t, b = run['config']['train'], run_backbone(run)
-    arm = [b] if b else []
+    "What else sets a run apart beyond W and SP ('' for the defaults): the model (`run_model`), a control, another initial state."
+    t, m = run['config']['train'], run_model(run)
+    arm = [m] if m else []
     if t.get('control', 'none') != 'none': arm.append(t['control'].replace('_', ' '))
     if t.get('init_state', 'learned') != 'learned': arm.append(f"init {t['init_state'].replace('_', ' ')}")
     return ', '.join(arm)
