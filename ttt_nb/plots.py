@@ -146,10 +146,11 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
                 pts = [(r * W, p[key]) for r, p in e['probes'].items() if key in p]
                 if pts: ax.scatter(*zip(*pts, strict=False), marker=mk, color='k', s=25, zorder=5, label=f"{lab} ({e['name']}, no CI)")
         if kind == 'log': ax.set_xscale('log')
+        ax.set_yscale('log')   # the unigram's ~35 no longer squeezes the model, SW and 5-gram lines together near 3-4
         _probe_lines(ax, summary, x.max() if len(x) else 1)
         ax.axvline(summary['W'], color='0.3', lw=0.9, ls='--', zorder=0)
         ax.set_xlabel('position t (tokens; log scale)' if kind == 'log' else 'position t (tokens)')
-        ax.set_ylabel('perplexity (token-weighted per bin)', fontsize=FONT['label'])
+        ax.set_ylabel('perplexity (token-weighted per bin; log scale)', fontsize=FONT['label'])
         ax.set_title(title or 'Perplexity by position: full context vs sliding window', fontsize=FONT['title'], pad=16)
         ax.legend(fontsize=FONT['legend'], loc='best')
     return _finish(fig, ax, summary, footer=footer)
