@@ -220,23 +220,24 @@ def curriculum_figures(run:dict, # from `load_run`
     return {k: str(v) for k, v in figs.items()}
 
 # %% ../../nbs/24a_curriculum.figures.ipynb #4ebc78f9
+def _setting(r) -> tuple:
+    "What a colour and a legend entry stand for: the run's label without its seed, and its corpus."
+    return run_label(r, seed=False), r['config']['train']['corpus']
+
 def _groups(runs):
-    keys = []
-    for r in runs:
-        k = run_label(r, seed=False) + ' ' + r['config']['train']['corpus']
-        if k not in keys: keys.append(k)
+    keys = list(dict.fromkeys(_setting(r) for r in runs))
     pal = dict(zip(keys, sns.color_palette('colorblind', max(len(keys), 1)), strict=False))
-    return [pal[run_label(r, seed=False) + ' ' + r['config']['train']['corpus']] for r in runs]
+    return [pal[_setting(r)] for r in runs]
 
 _MARKERS = 'osD^vP*X'
 
 def _setting_legend(fig, runs, cols, styles=(), seeds_marked:bool=False):
     "One legend below the axes: an entry per setting (its colour, its seeds), then the line `styles` and, with `seeds_marked`, each seed's marker."
-    corpora = {r['config']['train']['corpus'] for r in runs}   # (one entry per run covered the data at 5 seeds x 4 arms)
+    corpora = {_setting(r)[1] for r in runs}   # (one entry per run covered the data at 5 seeds x 4 arms)
     ent = {}
     for r, c in zip(runs, cols, strict=False):
-        k = run_label(r, seed=False) + (f" ({Path(str(r['config']['train']['corpus'])).name})" if len(corpora) > 1 else '')
-        ent.setdefault(k, [c, set()])[1].add(r['config']['train']['seed'])
+        lab, corpus = _setting(r)
+        ent.setdefault(lab + (f" ({Path(str(corpus)).name})" if len(corpora) > 1 else ''), [c, set()])[1].add(r['config']['train']['seed'])
     hs = [Line2D([], [], color=c, lw=2) for c, _ in ent.values()]
     labels = [f"{k}, seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}" for k, (_, s) in ent.items()]
     for style, lab in styles: hs.append(Line2D([], [], color='0.3', **style)); labels.append(lab)
