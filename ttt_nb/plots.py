@@ -139,7 +139,7 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
             ax.plot(x[ok], y[ok], '-o', ms=2.5, lw=1.4, color=COLORS.get(m), label=_label(summary, m))
             ax.fill_between(x[ok], np.asarray(d['lo'], float)[ok], np.asarray(d['hi'], float)[ok], color=COLORS.get(m), alpha=0.2, lw=0)
         ref_lines(ax, x, {r: np.where(np.asarray(b['ppl'][r]['tokens']) > 0, np.asarray(b['ppl'][r]['ppl'], float), np.nan)
-                           for r in references(summary) if r in b['ppl']})
+                           for r in references(summary) if r in b['ppl']}, label=False, end_text=True)   # named at their right end
         for e in old or []:
             W = e.get('W') or summary['W']
             for key, mk, lab in (('ttt_ppl', 'x', 'old study: TTT'), ('sw_ppl', '+', 'old study: SW')):
@@ -152,7 +152,8 @@ def plot_position(summary:dict,      # an `evaluate_run` summary
         ax.set_xlabel('position t (tokens; log scale)' if kind == 'log' else 'position t (tokens)')
         ax.set_ylabel('perplexity (token-weighted per bin; log scale)', fontsize=FONT['label'])
         ax.set_title(title or 'Perplexity by position: full context vs sliding window', fontsize=FONT['title'], pad=16)
-        ax.legend(fontsize=FONT['legend'], loc='best')
+        # below the axes: inside, seven entries covered the n-gram lines wherever 'best' put them
+        ax.legend(fontsize=FONT['legend'], loc='upper center', bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return _finish(fig, ax, summary, footer=footer)
 
 # %% ../nbs/20_plots.ipynb #313d088e
