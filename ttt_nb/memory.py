@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import evaluating
+from .core import evaluating, json_safe
 from .stats import t_ppf
 from .tokenizers import load_tokenizer
 
@@ -35,7 +35,6 @@ def mean_ci(x, ci:float=0.95) -> tuple:
     h = t_ppf(0.5 + ci / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return (m, m - h, m + h, n)
 
-def _j(x): return None if x is None or not math.isfinite(x) else float(x)  # strict JSON: NaN -> null
 
 def wilson_ci(k:int, n:int, ci:float=0.95) -> tuple:
     "(k/n, lo, hi): Wilson score interval of a binomial proportion."
@@ -162,7 +161,7 @@ def phase_loss(nll:dict,        # method name -> per-document NLL arrays (index 
     P = {k: per_doc(v) for k, v in nll.items()}
     def block(X):
         c = [mean_ci(X[:, k], ci) for k in range(b)]
-        return dict(mean=[_j(v[0]) for v in c], lo=[_j(v[1]) for v in c], hi=[_j(v[2]) for v in c], n_docs=[v[3] for v in c])
+        return dict(mean=[json_safe(v[0]) for v in c], lo=[json_safe(v[1]) for v in c], hi=[json_safe(v[2]) for v in c], n_docs=[v[3] for v in c])
     ref = names[0]
     return dict(b=b, min_pos=int(min_pos), phase='(t-1) % b, the in-mini-batch index of the last input token', ci=ci, ci_method='t',
                 methods={k: block(P[k]) for k in names},
@@ -223,7 +222,7 @@ def effective_remembrance(model,
     for k, T in enumerate(Ts):
         keep = [j for j, t in enumerate(ts) if t < T]
         c = [mean_ci(tv[:, k, j], ci) for j in keep]
-        curves.append(dict(T=T, t=[ts[j] for j in keep], mean=[_j(v[0]) for v in c], lo=[_j(v[1]) for v in c], hi=[_j(v[2]) for v in c],
+        curves.append(dict(T=T, t=[ts[j] for j in keep], mean=[json_safe(v[0]) for v in c], lo=[json_safe(v[1]) for v in c], hi=[json_safe(v[2]) for v in c],
                            n_docs=int(np.isfinite(tv[:, k, keep[0]]).sum()) if keep else 0))
     return dict(b=b, ci=ci, ci_method='t', definition='TV(q(.|x_0:T), q(.|x_t:T)), t a multiple of b', curves=curves)
 
@@ -311,7 +310,7 @@ def recall_summary(model,
             dist = d['query'] - d['binding']
             acc, first = wilson_ci(sum(hit_all), n, ci), wilson_ci(sum(hit_first), n, ci)
             rows.append(dict(r=d['r'], n=n, distance=dict(min=int(dist.min()), median=float(np.median(dist)), max=int(dist.max())),
-                             acc=_j(acc[0]), acc_lo=_j(acc[1]), acc_hi=_j(acc[2]), first=_j(first[0]), first_lo=_j(first[1]), first_hi=_j(first[2])))
+                             acc=json_safe(acc[0]), acc_lo=json_safe(acc[1]), acc_hi=json_safe(acc[2]), first=json_safe(first[0]), first_lo=json_safe(first[1]), first_hi=json_safe(first[2])))
     return dict(schema=SCHEMA, W=int(W), n=n, seed=seed, ci=ci, ci_method='wilson', tokenizer=str(tk),
                 choice='digits' if cand is not None else 'vocabulary',   # argmax among the 10 digit tokens, or over the vocabulary
                 doc=dict(n_pairs=doc_kw.get('n_pairs', 1), key_len=doc_kw.get('key_len', 4), value_len=vl),
@@ -335,7 +334,7 @@ def recall_value_nll(model,
         full, sw = context_nll(model, d['ids']), context_nll(model, d['ids'], window=W, stride=S)
         f, s = (np.array([np.nanmean(a[q:q + m]) for a, q, m in zip(x, d['query'], d['n_value'], strict=True)]) for x in (full, sw))  # the value's tokens
         m_f, m_s, diff = mean_ci(f, ci), mean_ci(s, ci), mean_ci(s - f, ci)
-        out.append(dict(r=float(d['r']), n=n, stride=S, full=_j(m_f[0]), sw=_j(m_s[0]), sw_minus_full=_j(diff[0]), lo=_j(diff[1]), hi=_j(diff[2])))
+        out.append(dict(r=float(d['r']), n=n, stride=S, full=json_safe(m_f[0]), sw=json_safe(m_s[0]), sw_minus_full=json_safe(diff[0]), lo=json_safe(diff[1]), hi=json_safe(diff[2])))
     return out
 
 # %% ../nbs/19a_memory.ipynb #repgain02

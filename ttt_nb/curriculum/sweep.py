@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from ..core import fmt_num, write_json_atomic
 from ..core import utc_now as _now
-from ..core import write_json_atomic
 from .figures import probe_series
 from .status import _fmt_s, _read_json, read_status
 
@@ -107,7 +107,7 @@ class _Watch:
 # %% ../../nbs/28_curriculum.sweep.ipynb #0e209b77
 def run_report(run_dir, notebook=None) -> str:
     "What `make run` prints at the end: where everything is, and the final checkpoint's headline numbers with their 95% CIs."
-    fc = lambda v, ci=None, f='.3f': '?' if v is None else f"{v:{f}} [{ci[0]:{f}}, {ci[1]:{f}}]" if ci else f"{v:{f}}"
+    fc = lambda v, ci=None, f='.3f': fmt_num(v, f, '?') + (f" [{fmt_num(ci[0], f)}, {fmt_num(ci[1], f)}]" if ci and v is not None else '')
     d = Path(run_dir); entries = _read_json(d / 'all_summaries.json') or []
     ts, st = _read_json(d / 'train_summary.json') or {}, _read_json(d / 'curriculum_status.json') or {}
     figs = sorted(p.name for p in (d / 'figures').glob('*.png'))
