@@ -260,7 +260,8 @@ def run_curriculum(cfg:dict=None, # from `curriculum_config`; or give its parame
     try:
         prog(phase='starting')
         docs, dinfo = eval_documents(cfg)
-        resolved = dict(cfg, data=dinfo, hardware=hardware_info(), created=_now(), torch_threads=torch.get_num_threads(),
+        first = (_read_json(out / 'curriculum.json') or {}).get('created')   # a resume or a redraw keeps the run's first date
+        resolved = dict(cfg, data=dinfo, hardware=hardware_info(), created=first or _now(), torch_threads=torch.get_num_threads(),
                         eval_docs_tokens=int(sum(len(d) for d in docs)))
         write_json_atomic(resolved, out / 'curriculum.json')
         ts, worked = _train(out, tcfg, prog)
