@@ -175,6 +175,19 @@ def test_study_recall_table_pools_each_arm_over_its_seeds(tmp_path):
     with pytest.raises(SystemExit, match='not a curriculum run folder'): study_recall.main([str(tmp_path)])
 
 
+def test_study_recall_out_keeps_another_studys_runs_apart(tmp_path, monkeypatch):
+    "tools/study_recall.py --out: the JSON goes to that folder, not to the first study's, whose runs have the same names."
+    import study_recall
+    run = tmp_path / 'runs' / 'stdlib-w64-sp-s0'; run.mkdir(parents=True); (run / 'curriculum.json').write_text('{}')
+    monkeypatch.setattr(study_recall, 'OUT', tmp_path / 'default')
+    monkeypatch.setattr(study_recall, 'probe', lambda p, n, n_nll: dict(run=p.name, recall=dict(rows=[dict(r=1, first=0.1)]),
+                                                                     value_nll=[dict(r=1, sw_minus_full=0.0)], seconds=dict(wall_s=1.0)))
+    study_recall.main([str(run), '--out', str(tmp_path / 'b32')])
+    assert (tmp_path / 'b32' / 'stdlib-w64-sp-s0.json').exists() and not (tmp_path / 'default').exists()
+    study_recall.main([str(run)])
+    assert (tmp_path / 'default' / 'stdlib-w64-sp-s0.json').exists()
+
+
 def test_provenance_names_the_machine_the_load_and_the_commit():
     import _runs
     p = _runs.provenance(threads=1)

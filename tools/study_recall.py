@@ -4,6 +4,8 @@ its query, read by a model trained on natural text (it never saw the probe forma
 
     python tools/study_recall.py runs/study/stdlib-w64-sp-s0 ...       # probe these finished runs (skips those done)
     python tools/study_recall.py --table reports/study-recall/*.json    # the table across runs and seeds
+    python tools/study_recall.py runs/study-b32/stdlib-w64-sp-s0 --out reports/study-recall-b32   # another study's runs,
+                                                                      # which share the first study's run names
 
 Per run, from its final checkpoint (one thread): `ttt_nb.memory.recall_summary` (forced choice among the 10 digits,
 Wilson intervals over n probes; chance 0.1 for the first digit) and `ttt_nb.memory.recall_value_nll` (the value's
@@ -92,13 +94,14 @@ def main(argv=None):
     ap.add_argument('--n', type=int, default=100, help='recall probes per r (default 100)')
     ap.add_argument('--n-nll', type=int, default=50, help='value-NLL probes per r (default 50)')
     ap.add_argument('--force', action='store_true', help='probe again a run whose JSON exists')
+    ap.add_argument('--out', default=str(OUT), help='folder of the per-run JSONs (default reports/study-recall)')
     a = ap.parse_args(argv)
     missing = [p for p in a.paths if not Path(p).exists()]
     if missing: raise SystemExit(f"study_recall: not found: {', '.join(missing)}")
     if a.table: print(table(a.paths)); return
     for p in map(Path, a.paths):
         if not (p / 'curriculum.json').exists(): raise SystemExit(f"study_recall: {p} is not a curriculum run folder (no curriculum.json)")
-        out = OUT / f'{p.name}.json'
+        out = Path(a.out) / f'{p.name}.json'
         if out.exists() and not a.force: print(f'{p.name}: done, skipped ({out})'); continue
         res = probe(p, a.n, a.n_nll)
         write_json_atomic(res, out)
