@@ -311,6 +311,14 @@ def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_publish
     with pytest.raises(SystemExit, match='unknown page nope'): sc.main(['nope'])
     (tmp_path / 'runs' / 'study-b32').mkdir(); (tmp_path / 'runs' / 'study' / 'stdlib-w64-noise-s0').rename(tmp_path / 'runs' / 'study-b32' / 'stdlib-w64-noise-s0')
     assert [p.name for p in sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)] == ['stdlib-w64-noise-s0']  # its own folder
+    pub = tmp_path / 'reports' / 'curriculum' / 'b32-stdlib-w128-noise-s3'; (pub / 'eval').mkdir(parents=True)   # a published run, folder gone
+    (pub / 'curriculum_status.json').write_text(json.dumps(dict(phase='finished')))
+    (pub / 'final_eval.json').write_text(json.dumps(dict(losses_file='step_000004_nll.safetensors')))
+    assert [p.name for p in sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)] == ['stdlib-w64-noise-s0']  # no losses: not read
+    (pub / 'eval' / 'step_000004_nll.safetensors').write_bytes(b'x')
+    got = sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)
+    assert [str(p.relative_to(tmp_path)) for p in got] == ['runs/study-b32/stdlib-w64-noise-s0', 'reports/curriculum/b32-stdlib-w128-noise-s3']
+    assert sc.missing('compare-b32-w128-noise', got) == [] and sc.page_runs('compare-b32-w128-noise', root=tmp_path) == []   # no seed at both
     assert sc.PAGES['compare-b32-q1'][0].startswith('The study at 41M tokens (batch 32), question 1') and not any('b32-wikitext' in n for n in sc.PAGES)
     t = sc.page_title('compare-b32-w64-sp', ['runs/study-b32/stdlib-w64-sp-s0', 'runs/study-b32/stdlib-w64-nosp-s0'])
     assert t == 'The study at 41M tokens (batch 32), question 1: state passing against none, W = 64, python-stdlib, seed 0', t
@@ -322,8 +330,37 @@ def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_publish
     for f in sorted((ROOT / 'reports').glob('compare-study-*/compare.json')):
         name, runs = f.parent.name, json.loads(f.read_text())['runs']
         assert name in sc.PAGES, f'{name}: published but not in tools/study_compare.py'
-        _, (corpus, folder), Ws, arms, paired = sc.PAGES[name]
+        _, (corpus, folder, prefix), Ws, arms, paired = sc.PAGES[name]
         groups = [f'{corpus}-w{W}-{a}' for a in arms for W in Ws]
         got = [Path(r).name for r in runs]
         assert all(g.rsplit('-s', 1)[0] in groups for g in got), name
         assert got == sorted(got, key=lambda g: (arms.index(g.split('-')[2]), Ws.index(int(g.split('-')[1][1:])), g)), name
+
+
+@pytest.mark.slow
+def test_study_publish_checks_every_run_first_then_publishes_data_a_comparison_reads(tmp_path, monkeypatch):
+    "tools/study_publish.py: a folder outside a study or an unfinished run stops it before anything is written; a finished run gets its prefixed page, its data (losses included), the recall probe into its study's folder and a results page."
+    import nbformat
+    import study_publish
+    import study_recall
+
+    from ttt_nb.curriculum.compare import final_losses
+    from ttt_nb.curriculum.run import load_run, run_curriculum
+    rep = tmp_path / 'reports'; (rep / 'curriculum').mkdir(parents=True); (rep / 'science.qmd').write_text('---\ntitle: rules\n---\n')
+    run = tmp_path / 'runs' / 'study-wikitext-drop' / 'wikitext-w16-sp-s0'
+    run_curriculum(W=16, steps=4, batch_size=2, n_checkpoints=2, eval_max_mult=4, eval_docs=5, stride=8, n_boot=100,
+                   model_overrides={'num_hidden_layers': 1}, out_dir=str(run))
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# Curriculum')]), str(run / 'x.ipynb'))
+    calls = []
+    monkeypatch.setattr(study_recall, 'main', lambda argv: calls.append(argv))
+    other = tmp_path / 'runs' / 'sweep' / 'x'; other.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="not a study's folder"): study_publish.main([str(run), str(other)], reports=rep)
+    unfinished = run.parent / 'wikitext-w16-nosp-s0'; unfinished.mkdir()
+    (unfinished / 'curriculum_status.json').write_text(json.dumps(dict(phase='training', pid=None, updated='2999-01-01T00:00:00+00:00')))
+    with pytest.raises(SystemExit, match='wikitext-w16-nosp-s0 is not finished'): study_publish.main([str(run), str(unfinished)], reports=rep)
+    assert not list((rep / 'curriculum').iterdir()) and not calls               # nothing written
+    study_publish.main([str(run)], reports=rep)
+    data = rep / 'curriculum' / 'wdrop-wikitext-w16-sp-s0'
+    assert (rep / 'curriculum' / 'wdrop-wikitext-w16-sp-s0.ipynb').exists() and (rep / 'results.qmd').exists()
+    assert calls == [[str(run), '--out', str(rep / 'study-recall-wdrop')]]
+    assert not list(data.rglob('model.safetensors')) and final_losses(load_run(data))[1] == final_losses(load_run(run))[1]

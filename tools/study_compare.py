@@ -11,7 +11,9 @@ A page compares the finished runs of its arms (`runs/study/<corpus>-w<W>-<arm>-s
 from `sweeps/study_stdlib_b32.yaml`, and the `compare-wdrop-*` pages those of `sweeps/study_wikitext_drop.yaml` in
 `runs/study-wikitext-drop`). A question-2 page pairs W = 64 with W = 128 of one arm,
 so it keeps only the seeds finished at both windows. A page named on the command line is published once two of its
-arm-and-window groups have a finished run (the front page says which seeds stand behind it); `--all` publishes only
+arm-and-window groups have a finished run (the front page says which seeds stand behind it); a run whose folder is gone
+(a fresh machine) is read from its published data folder, `reports/curriculum/<prefix><run>` (prefix `study-`, `b32-` or
+`wdrop-`), when that holds the final per-document losses (`publish_run` copies them since 2026-12-08). `--all` publishes only
 pages with every group. `--pairs` prints what the front page quotes: A - B in full
 context at the same absolute positions on the same documents, per seed (`*`: the 95% CI excludes zero) and pooled
 over (document, seed) units, from the page's committed compare.json; nothing is computed there.
@@ -20,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 Q1 = ('sp', 'nosp', 'other', 'noise')
-STDLIB, WIKI = ('stdlib', 'runs/study'), ('wikitext', 'runs/study-wikitext')
+STDLIB, WIKI = ('stdlib', 'runs/study', 'study-'), ('wikitext', 'runs/study-wikitext', 'study-')
 
-# name -> (title (`page_title` adds the seeds), corpus (prefix, run folder), W, arms, pair the seeds of the two windows)
+# name -> (title (`page_title` adds the seeds), corpus (prefix, run folder, published page prefix), W, arms, pair the seeds of
+# the two windows)
 PAGES = {
     'compare-study-q1': ("The study, question 1: four ways to start a training segment (state passing, none, another sequence's "
                          "final state, a noise initial state), W = 64, python-stdlib", STDLIB, (64,), Q1, False),
@@ -61,11 +65,11 @@ PAGES = {
 }
 
 # The same pages for the study at 41M tokens (sweeps/study_stdlib_b32.yaml, run folders runs/study-b32): compare-b32-*.
-B32 = ('stdlib', 'runs/study-b32')
+B32 = ('stdlib', 'runs/study-b32', 'b32-')
 PAGES.update({n.replace('compare-study', 'compare-b32'): (t.replace('The study', 'The study at 41M tokens (batch 32)', 1), B32, Ws, arms, p)
               for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == STDLIB})
 # ... and for WikiText-2 with dropout 0.1, the regime past its 5-gram (sweeps/study_wikitext_drop.yaml, runs/study-wikitext-drop): compare-wdrop-*.
-WDROP = ('wikitext', 'runs/study-wikitext-drop')
+WDROP = ('wikitext', 'runs/study-wikitext-drop', 'wdrop-')
 PAGES.update({n.replace('compare-study-wikitext', 'compare-wdrop'): (t.replace('The study on WikiText-2 raw', 'The study on WikiText-2 raw with dropout 0.1', 1), WDROP, Ws, arms, p)
               for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == WIKI})
 
@@ -76,14 +80,29 @@ def finished(run:Path) -> bool:
     return read_status(run)['state'] == 'finished'
 
 
+def comparable(data:Path) -> bool:
+    "A published run's data folder that a comparison can read in place of its run folder: finished, with the final per-document losses (`publish_run` copies them since 2026-12-08)."
+    fin = data / 'final_eval.json'
+    if not (finished(data) and fin.exists()): return False
+    return (data / 'eval' / (json.loads(fin.read_text()).get('losses_file') or '-')).exists()
+
+
+def group_runs(root:Path, corpus:tuple, W:int, arm:str) -> dict:
+    "seed -> the folder a page reads for one arm and window: the finished run folder, else the published data folder that holds its losses."
+    name, folder, prefix = corpus
+    pub = {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / 'reports' / 'curriculum').glob(f'{prefix}{name}-w{W}-{arm}-s[0-9]'))
+           if p.is_dir() and comparable(p)}
+    runs = {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / folder).glob(f'{name}-w{W}-{arm}-s[0-9]')) if finished(p)}
+    return dict(sorted({**pub, **runs}.items()))
+
+
 def page_runs(name:str, root:Path=ROOT, pair:bool=True) -> list[Path]:
-    "The finished runs page `name` compares, arm by arm and window by window, seeds in order (`pair`: a paired page keeps the seeds finished at both windows)."
-    _, (corpus, folder), Ws, arms, paired = PAGES[name]
+    "The finished runs page `name` compares, arm by arm and window by window, seeds in order (`pair`: a paired page keeps the seeds finished at both windows); a run whose folder is gone is read from its published data."
+    _, corpus, Ws, arms, paired = PAGES[name]
     paired = paired and pair
     out = []
     for arm in arms:
-        by_w = {W: {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / folder).glob(f'{corpus}-w{W}-{arm}-s[0-9]'))
-                    if finished(p)} for W in Ws}
+        by_w = {W: group_runs(root, corpus, W, arm) for W in Ws}
         seeds = set.intersection(*(set(d) for d in by_w.values())) if paired else None
         out += [p for W in Ws for s, p in sorted(by_w[W].items()) if seeds is None or s in seeds]
     return out
@@ -92,7 +111,7 @@ def page_runs(name:str, root:Path=ROOT, pair:bool=True) -> list[Path]:
 def missing(name:str, runs:list[Path]) -> list[str]:
     "The arm-and-window groups of page `name` with no finished run among `runs` (e.g. 'w128-noise')."
     _, _, Ws, arms, _ = PAGES[name]
-    have = {p.name.split('-', 1)[1].rsplit('-s', 1)[0] for p in runs}
+    have = {m.group(1) for p in runs if (m := re.search(r'-(w\d+-.+)-s\d+$', Path(p).name))}   # a run or published folder
     return [f'w{W}-{arm}' for arm in arms for W in Ws if f'w{W}-{arm}' not in have]
 
 

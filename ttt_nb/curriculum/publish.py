@@ -28,9 +28,9 @@ from ..plots import save_figure
 from ..rules import NGRAM_NAMES, STUDY_BAR, fmt_r, standing
 
 # %% auto #0
-__all__ = ['REGIME_PAGES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'page_note', 'set_page_note', 'page_title',
-           'set_page', 'publish_run', 'publish_comparison', 'crop_footer', 'set_page_notes', 'refresh_published',
-           'results_markdown', 'write_results_page']
+__all__ = ['REGIME_PAGES', 'PUBLISHED_FILES', 'shrink_png', 'slim_notebook', 'summary_from_entry', 'page_note', 'set_page_note',
+           'page_title', 'set_page', 'thin_log', 'publish_run', 'publish_comparison', 'crop_footer', 'set_page_notes',
+           'refresh_published', 'results_markdown', 'write_results_page']
 
 # %% ../../nbs/29_curriculum.publish.ipynb #260757c3
 def shrink_png(raw:bytes, colors:int=256) -> bytes:
@@ -147,13 +147,22 @@ def _same_setting(a:dict, b:dict) -> bool:
     strip = lambda c: dict(W=c.get('W'), train={k: v for k, v in (c.get('train') or {}).items() if k not in HOW_NOT_WHAT})
     return strip(a) == strip(b)
 
+PUBLISHED_FILES = ('all_summaries.json', 'curriculum.json', 'train_summary.json', 'config.json', 'status.json', 'curriculum_status.json')
+
+def thin_log(lines:list, keep:int=1000) -> list:
+    "A training log's lines cut to about `keep` evenly spaced steps, with every held-out evaluation and the last line kept (the training figures need no more)."
+    rows = [json.loads(l) for l in lines if l.strip()]
+    if len(rows) <= keep: return [l for l in lines if l.strip()]
+    every = -(-len(rows) // keep)
+    return [json.dumps(r) + '\n' for i, r in enumerate(rows) if i % every == 0 or r.get('heldout_loss') is not None or i == len(rows) - 1]
+
 def publish_run(run_dir, # a finished curriculum folder holding its executed notebook
                 reports_dir='reports', # the site folder
                 name:str=None, # page name (default: the run folder's name)
                 notebook:str=None, # the executed notebook (default: the only *.ipynb in run_dir)
                 overwrite:bool=False, # replace a page published from another run under the same name
                ) -> dict: # {'page': path, 'data': folder}
-    "Copy an executed curriculum notebook (titled after its run) and its JSON summaries into reports/curriculum/."
+    "Copy an executed curriculum notebook (titled after its run) into reports/curriculum/, and beside it the run's data less its weights: a folder `load_run` and the comparisons read as they read the run."
     d = Path(run_dir); name = name or d.name
     nbs = [Path(notebook)] if notebook else sorted(d.glob('*.ipynb'))
     if len(nbs) != 1: raise FileNotFoundError(f"{d}: expected one executed notebook, found {[p.name for p in nbs]}")
@@ -165,11 +174,17 @@ def publish_run(run_dir, # a finished curriculum folder holding its executed not
     page = slim_notebook(nbs[0], base / f'{name}.ipynb')
     set_page(page, page_title(dict(run, name=name)), reports_dir)
     data = base / name; data.mkdir(parents=True, exist_ok=True)
-    for f in ('all_summaries.json', 'curriculum.json', 'train_summary.json'):
+    for f in PUBLISHED_FILES:
         if (d / f).exists(): shutil.copy(d / f, data / f)
+    if (d / 'log.jsonl').exists(): (data / 'log.jsonl').write_text(''.join(thin_log((d / 'log.jsonl').read_text().splitlines(True))))
     if run['summaries']:                                       # the final checkpoint's whole summary: EffRem, phase loss, bins
-        write_json_atomic(run['summaries'][-1], data / 'final_eval.json', indent=None)
-        set_page_note(page, run['summaries'][-1], reports_dir)
+        fin = run['summaries'][-1]
+        write_json_atomic(fin, data / 'final_eval.json', indent=None)
+        (data / 'eval').mkdir(exist_ok=True)
+        for f in (d / 'eval').glob('step_*.json'): shutil.copy(f, data / 'eval' / f.name)   # every checkpoint's summary
+        if fin.get('losses_file') and (d / 'eval' / fin['losses_file']).exists():           # the final per-document NLL
+            shutil.copy(d / 'eval' / fin['losses_file'], data / 'eval' / fin['losses_file'])
+        set_page_note(page, fin, reports_dir)
     return dict(page=str(page), data=str(data))
 
 # %% ../../nbs/29_curriculum.publish.ipynb #4bc36a2a
