@@ -1,5 +1,6 @@
 "tools/study_table.py: the study pages' table reads the final checkpoint of each run and never lets a below-trigram run claim."
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -364,3 +365,18 @@ def test_study_publish_checks_every_run_first_then_publishes_data_a_comparison_r
     assert (rep / 'curriculum' / 'wdrop-wikitext-w16-sp-s0.ipynb').exists() and (rep / 'results.qmd').exists()
     assert calls == [[str(run), '--out', str(rep / 'study-recall-wdrop')]]
     assert not list(data.rglob('model.safetensors')) and final_losses(load_run(data))[1] == final_losses(load_run(run))[1]
+    study_publish.main([str(run)], reports=rep)                                  # again, same machine: the page is refreshed
+    fe = json.loads((data / 'final_eval.json').read_text()); fe['hardware']['cpu'] = 'another CPU'
+    (data / 'final_eval.json').write_text(json.dumps(fe))                          # the first page came from another machine
+    with pytest.raises(SystemExit, match='published from a run on another CPU.*--rerun'): study_publish.main([str(run)], reports=rep)
+    study_publish.main([str(run), '--rerun'], reports=rep)
+    assert (rep / 'curriculum' / 'wdrop-rerun-wikitext-w16-sp-s0.ipynb').exists() and calls[-1][-1] == str(rep / 'study-recall-wdrop-rerun')
+    assert json.loads((data / 'final_eval.json').read_text())['hardware']['cpu'] == 'another CPU'   # the first page untouched
+    s1 = shutil.copytree(run, run.parent / 'wikitext-w16-sp-s1')                 # a rerun needs a first page
+    with pytest.raises(SystemExit, match='no first page'): study_publish.main([str(s1), '--rerun'], reports=rep)
+    shutil.rmtree(s1)
+    import study_compare as sc
+    monkeypatch.setitem(sc.PAGES, 'x', ('t', ('wikitext', 'runs/study-wikitext-drop', 'wdrop-'), (16,), ('sp',), False))
+    assert sc.page_runs('x', root=tmp_path) == [run]                               # the run folder first
+    shutil.rmtree(run); sc.finished.cache_clear()
+    assert [p.name for p in sc.page_runs('x', root=tmp_path)] == ['wdrop-wikitext-w16-sp-s0']   # then a published folder with losses

@@ -13,7 +13,7 @@ from `sweeps/study_stdlib_b32.yaml`, and the `compare-wdrop-*` pages those of `s
 so it keeps only the seeds finished at both windows. A page named on the command line is published once two of its
 arm-and-window groups have a finished run (the front page says which seeds stand behind it); a run whose folder is gone
 (a fresh machine) is read from its published data folder, `reports/curriculum/<prefix><run>` (prefix `study-`, `b32-` or
-`wdrop-`), when that holds the final per-document losses (`publish_run` copies them since 2026-12-08). `--all` publishes only
+`wdrop-`; a rerun's `<prefix>rerun-<run>`), when that holds the final per-document losses (`publish_run` copies them since 2026-12-08). `--all` publishes only
 pages with every group. `--pairs` prints what the front page quotes: A - B in full
 context at the same absolute positions on the same documents, per seed (`*`: the 95% CI excludes zero) and pooled
 over (document, seed) units, from the page's committed compare.json; nothing is computed there.
@@ -88,9 +88,9 @@ def comparable(data:Path) -> bool:
 
 
 def group_runs(root:Path, corpus:tuple, W:int, arm:str) -> dict:
-    "seed -> the folder a page reads for one arm and window: the finished run folder, else the published data folder that holds its losses."
+    "seed -> the folder a page reads for one arm and window: the finished run folder, else the published data folder that holds its losses (the first page before a rerun, `<prefix>rerun-<run>`, when both do)."
     name, folder, prefix = corpus
-    pub = {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / 'reports' / 'curriculum').glob(f'{prefix}{name}-w{W}-{arm}-s[0-9]'))
+    pub = {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / 'reports' / 'curriculum').glob(f'{prefix}*{name}-w{W}-{arm}-s[0-9]'))
            if p.is_dir() and comparable(p)}
     runs = {p.name.rsplit('-s', 1)[1]: p for p in sorted((root / folder).glob(f'{name}-w{W}-{arm}-s[0-9]')) if finished(p)}
     return dict(sorted({**pub, **runs}.items()))
