@@ -310,6 +310,11 @@ def test_study_compare_picks_finished_runs_pairs_windows_and_matches_the_publish
     assert got == ['stdlib-w64-noise-s1', 'stdlib-w128-noise-s1']
     assert sc.missing('compare-study-w128-q1', sc.page_runs('compare-study-w128-q1', root=tmp_path)) == ['w128-sp', 'w128-nosp', 'w128-other']
     with pytest.raises(SystemExit, match='unknown page nope'): sc.main(['nope'])
+    cj = tmp_path / 'reports' / 'compare-study-w128-noise' / 'compare.json'; cj.parent.mkdir(parents=True)
+    cj.write_text(json.dumps(dict(runs=[f'/x/runs/study/stdlib-w{W}-noise-s{s}' for W in (64, 128) for s in (1, 2)])))
+    assert sc.lost_runs('compare-study-w128-noise', got and sc.page_runs('compare-study-w128-noise', root=tmp_path), root=tmp_path) == \
+        ['stdlib-w64-noise-s2', 'stdlib-w128-noise-s2']                             # the page compared seed 2 too: not dropped silently
+    assert sc.lost_runs('compare-study-q1', [], root=tmp_path) == []                # no page yet: nothing to lose
     (tmp_path / 'runs' / 'study-b32').mkdir(); (tmp_path / 'runs' / 'study' / 'stdlib-w64-noise-s0').rename(tmp_path / 'runs' / 'study-b32' / 'stdlib-w64-noise-s0')
     assert [p.name for p in sc.page_runs('compare-b32-w128-noise', root=tmp_path, pair=False)] == ['stdlib-w64-noise-s0']  # its own folder
     pub = tmp_path / 'reports' / 'curriculum' / 'b32-stdlib-w128-noise-s3'; (pub / 'eval').mkdir(parents=True)   # a published run, folder gone

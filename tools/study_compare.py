@@ -14,7 +14,8 @@ so it keeps only the seeds finished at both windows. A page named on the command
 arm-and-window groups have a finished run (the front page says which seeds stand behind it); a run whose folder is gone
 (a fresh machine) is read from its published data folder, `reports/curriculum/<prefix><run>` (prefix `study-`, `b32-` or
 `wdrop-`; a rerun's `<prefix>rerun-<run>`), when that holds the final per-document losses (`publish_run` copies them since 2026-12-08). `--all` publishes only
-pages with every group. `--pairs` prints what the front page quotes: A - B in full
+pages with every group. A page is not published over one that compares runs now missing (lost with their folders,
+their published data without losses) unless `--replace` says so. `--pairs` prints what the front page quotes: A - B in full
 context at the same absolute positions on the same documents, per seed (`*`: the 95% CI excludes zero) and pooled
 over (document, seed) units, from the page's committed compare.json; nothing is computed there.
 """
@@ -72,6 +73,10 @@ PAGES.update({n.replace('compare-study', 'compare-b32'): (t.replace('The study',
 WDROP = ('wikitext', 'runs/study-wikitext-drop', 'wdrop-')
 PAGES.update({n.replace('compare-study-wikitext', 'compare-wdrop'): (t.replace('The study on WikiText-2 raw', 'The study on WikiText-2 raw with dropout 0.1', 1), WDROP, Ws, arms, p)
               for n, (t, c, Ws, arms, p) in list(PAGES.items()) if c == WIKI})
+# ... and, until its no-inner-loop control is trained again with its losses kept, the carry controls alone (the published
+# compare-wdrop-controls pairs the first no-inner-loop run, whose losses were lost with its folder on 2026-12-08).
+PAGES['compare-wdrop-carry'] = ('The study on WikiText-2 raw with dropout 0.1, question 3: the carry frozen on and off against SP '
+                                'and no SP, W = 64', WDROP, (64,), ('sp', 'nosp', 'carryon', 'carryoff'), False)
 
 @lru_cache(maxsize=None)  # pages share runs and --list asks twice per page: read each status once
 def finished(run:Path) -> bool:
@@ -115,6 +120,15 @@ def missing(name:str, runs:list[Path]) -> list[str]:
     return [f'w{W}-{arm}' for arm in arms for W in Ws if f'w{W}-{arm}' not in have]
 
 
+def lost_runs(name:str, runs:list, root:Path=ROOT) -> list[str]:
+    "The runs the published page `name` compares (its compare.json) that `runs` leaves out: publishing would drop them (their folders gone, their published data without losses)."
+    f = root / 'reports' / name / 'compare.json'
+    if not f.exists(): return []
+    key = lambda r: re.search(r'(w\d+-.+-s\d+)$', Path(r).name).group(1)   # the run, whichever folder holds it
+    have = {key(r) for r in runs}
+    return [Path(r).name for r in json.loads(f.read_text()).get('runs', []) if key(r) not in have]
+
+
 def pairs_table(compare:dict) -> str:
     "The paired differences of a compare.json in one line per seed (the seed rule at a glance; `ttt_nb.curriculum.compare.paired_markdown` is the full table): pooled with its CI, then each seed's means."
     lines = []
@@ -149,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument('--list', action='store_true', help='every page and its finished runs')
     ap.add_argument('--all', action='store_true', help='publish every page whose every arm and window has a finished run')
     ap.add_argument('--pairs', action='store_true', help="print the pages' paired differences from their compare.json")
+    ap.add_argument('--replace', action='store_true', help='publish a page even where it would drop runs its published version compares')
     a = ap.parse_args(argv)
     unknown = [n for n in a.pages if n not in PAGES]
     if unknown: raise SystemExit(f"unknown page {', '.join(unknown)}: choose from {', '.join(PAGES)} (--list shows their runs)")
@@ -173,6 +188,11 @@ def main(argv=None) -> int:
         runs = page_runs(n)
         gaps = missing(n, runs)
         if a.all and not a.pages and gaps: continue  # --all: only pages whose every arm and window has a finished run
+        if (gone := lost_runs(n, runs)) and not a.replace:
+            msg = (f"{n}: its published page compares {len(gone)} run(s) not among these ({', '.join(gone)}): publishing would drop them; "
+                   "train them again first, or pass --replace")
+            if a.all and not a.pages: print(f'skipped {msg}', flush=True); continue
+            raise SystemExit(msg)
         if len(gaps) >= len(missing(n, [])) - 1:
             why = missing(n, page_runs(n, pair=False))
             why = f"none yet of {', '.join(why)}" if why else 'no seed finished at both windows'
