@@ -227,3 +227,16 @@ def test_cut_figure_warns(site):
     assert check_site.check_site(site) == []          # a warning, not a problem, by default
     r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'check_site.py'), str(site), '--strict'], capture_output=True, text=True)
     assert r.returncode == 1 and 'compare.ipynb' in r.stdout and 'cut off' in r.stdout
+
+
+def test_published_run_data_is_data_only_and_its_losses_read():
+    "reports/curriculum/<run>/ holds JSON, JSONL and safetensors only (no pickle, no weights); each published loss file is the final checkpoint's, of its documents."
+    from ttt_nb.eval import load_nll
+    allowed = {'.json', '.jsonl', '.safetensors'}
+    for f in (ROOT / 'reports' / 'curriculum').glob('*/**/*'):
+        if f.is_file(): assert f.suffix in allowed and f.name != 'model.safetensors', f
+    for f in (ROOT / 'reports' / 'curriculum').glob('*/eval/*_nll.safetensors'):
+        fin = json.loads((f.parents[1] / 'final_eval.json').read_text())
+        assert f.name == fin['losses_file'], f
+        nll, ids = load_nll(f)
+        assert len(ids) == fin['n_docs'] and sum(len(x) - 1 for x in nll['full']) == fin['n_tokens'], f   # position 0 is not predicted
