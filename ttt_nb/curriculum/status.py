@@ -122,6 +122,11 @@ def format_status(st:dict) -> str:
     return '\n'.join(lines)
 
 # %% ../../nbs/25_curriculum.status.ipynb #8ad1d7ad
+def _json(st:dict) -> str:
+    "Strict JSON of a status (a NaN loss of a diverged run written as null; `core.json_text`, imported here so that reading a status never loads torch)."
+    from ttt_nb.core import json_text
+    return json_text(st, indent=1)
+
 def status_main(argv:list=None):
     "Console script `ttt-status`."
     p = argparse.ArgumentParser(prog='ttt-status', description='Progress of a running or finished curriculum (or training) run, and whether it crashed.')
@@ -133,7 +138,7 @@ def status_main(argv:list=None):
     a = p.parse_args(argv)
     while True:
         st = read_status(a.run_dir, stale_s=a.stale)
-        print(json.dumps(st, indent=1, default=str) if a.json else format_status(st), flush=True)
+        print(_json(st) if a.json else format_status(st), flush=True)
         if not a.loop or st['state'] != 'running': break
         time.sleep(a.interval)
     code = {'crashed': 1, 'missing': 2}.get(st['state'], 0)
