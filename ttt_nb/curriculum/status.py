@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..core import json_text
+
 # %% auto #0
 __all__ = ['read_status', 'format_status', 'status_main']
 
@@ -123,8 +125,7 @@ def format_status(st:dict) -> str:
 
 # %% ../../nbs/25_curriculum.status.ipynb #8ad1d7ad
 def _json(st:dict) -> str:
-    "Strict JSON of a status (a NaN loss of a diverged run written as null; `core.json_text`, imported here so that reading a status never loads torch)."
-    from ttt_nb.core import json_text
+    "Strict JSON of a status (a NaN loss of a diverged run written as null)."
     return json_text(st, indent=1)
 
 def status_main(argv:list=None):
