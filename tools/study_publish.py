@@ -7,7 +7,7 @@
 
 Per run: `ttt_nb.curriculum.publish.publish_run` under its study's page prefix (`reports/curriculum/<prefix><run>`: the
 page and the run's data less its weights, from which the comparison pages can be rebuilt once the run folder is gone),
-then `tools/study_recall.py` into its study's recall folder (about 2 minutes a run; it needs the run's weights, so it
+then `tools/study_recall.py` into its study's recall folder (47-70 s a run on AMD EPYC; it needs the run's weights, so it
 runs now, while the folder exists), then `write_results_page` once, and the run's row of `tools/study_table.py`.
 What stays by hand: the comparison pages (`tools/study_compare.py`) and the front page's sentences.
 
