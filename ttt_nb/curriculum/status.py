@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..core import json_text
-
 # %% auto #0
 __all__ = ['read_status', 'format_status', 'status_main']
 
@@ -124,9 +122,15 @@ def format_status(st:dict) -> str:
     return '\n'.join(lines)
 
 # %% ../../nbs/25_curriculum.status.ipynb #8ad1d7ad
+def _finite(o):
+    "`o` with every non-finite float as None (a diverged run's NaN loss); the standard library only, so `ttt-status` never loads torch."
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    return None if isinstance(o, float) and not math.isfinite(o) else o
+
 def _json(st:dict) -> str:
-    "Strict JSON of a status (a NaN loss of a diverged run written as null)."
-    return json_text(st, indent=1)
+    "Strict JSON of a status: NaN is not JSON, so a NaN loss is written as null."
+    return json.dumps(_finite(st), indent=1, default=str, allow_nan=False)
 
 def status_main(argv:list=None):
     "Console script `ttt-status`."
