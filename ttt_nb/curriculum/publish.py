@@ -151,10 +151,10 @@ PUBLISHED_FILES = ('all_summaries.json', 'curriculum.json', 'train_summary.json'
 
 def thin_log(lines:list, keep:int=1000) -> list:
     "A training log's lines cut to about `keep` evenly spaced steps, with every held-out evaluation and the last line kept (the training figures need no more)."
-    rows = [json.loads(l) for l in lines if l.strip()]
-    if len(rows) <= keep: return [l for l in lines if l.strip()]
-    every = -(-len(rows) // keep)
-    return [json.dumps(r) + '\n' for i, r in enumerate(rows) if i % every == 0 or r.get('heldout_loss') is not None or i == len(rows) - 1]
+    lines = [l for l in lines if l.strip()]
+    if len(lines) <= keep: return lines
+    every = -(-len(lines) // keep)
+    return [l for i, l in enumerate(lines) if i % every == 0 or i == len(lines) - 1 or json.loads(l).get('heldout_loss') is not None]
 
 def publish_run(run_dir, # a finished curriculum folder holding its executed notebook
                 reports_dir='reports', # the site folder
